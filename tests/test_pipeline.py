@@ -1,0 +1,110 @@
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from vixml_lib.cli import main
+from vixml_lib.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_notebook(path, params_src, *cells):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def nb_dir(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    make_notebook(
+        d / "01_ok.ipynb",
+        'run_dir = "."\nseed = 0\nscale = 1',
+        "from vixml_lib.report import save_metrics\nsave_metrics(run_dir, '01_ok', {'value': seed * scale})",
+    )
+    return d
+
+
+def write_params(tmp_path, nb_dir, **extra):
+    params = {"run_name": "t", "data_root": str(tmp_path / "data"), "notebooks_dir": str(nb_dir), "export_html": False}
+    params.update(extra)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_parameters_reach_only_declaring_notebooks_and_metrics_merge(tmp_path, nb_dir, capsys):
+    params = write_params(tmp_path, nb_dir, seed=3, notebook_parameters={"01_ok": {"scale": 5}})
+    out = tmp_path / "run"
+    assert main(["pipeline", "--params", str(params), "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text()) == {"01_ok": {"value": 15}}
+    summary = json.loads((out / "pipeline.json").read_text())
+    entry = summary["notebooks"][0]
+    assert entry["status"] == "ok"
+    # dataset/demo_preset are not declared by the notebook, so they are not injected
+    assert set(entry["parameters"]) == {"run_dir", "seed", "scale"}
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["seed"] == 3 and saved["notebook_parameters"] == {"01_ok": {"scale": 5}}
+    executed = nbformat.read(str(out / "01_ok.ipynb"), as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_failing_notebook_stops_run_names_cell_and_keeps_copy(tmp_path, nb_dir, capsys):
+    make_notebook(nb_dir / "02_fail.ipynb", "run_dir = '.'", "x = 1", "raise ValueError('boom in cell two')")
+    make_notebook(nb_dir / "03_never.ipynb", "run_dir = '.'", "open('ran', 'w').write('yes')")
+    out = tmp_path / "run"
+    params = write_params(tmp_path, nb_dir, export_html=True)
+    assert main(["pipeline", "--params", str(params), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    # cell 3 of the source notebook (papermill's injected cell is not counted), quoted
+    assert "02_fail.ipynb failed at cell 3 (\"raise ValueError('boom in cell two')\")" in err
+    assert "ValueError: boom in cell two" in err
+    assert (out / "02_fail.ipynb").exists() and (out / "02_fail.html").exists()
+    assert not (out / "03_never.ipynb").exists() and not (out / "ran").exists()
+    statuses = [e["status"] for e in json.loads((out / "pipeline.json").read_text())["notebooks"]]
+    assert statuses == ["ok", "failed"]
+    assert json.loads((out / "pipeline.json").read_text())["notebooks"][1]["cell"] == 3
+
+
+def test_unknown_settings_are_clear_errors(tmp_path, nb_dir, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_name: x\nepochs: 3\n")
+    assert main(["pipeline", "--params", str(bad)]) == 2
+    assert "unknown setting(s) epochs" in capsys.readouterr().err
+    params = write_params(tmp_path, nb_dir, notebook_parameters={"01_ok": {"nope": 1}})
+    assert main(["pipeline", "--params", str(params), "--out", str(tmp_path / "r")]) == 2
+    assert "nope not declared in its parameters cell" in capsys.readouterr().err
+
+
+def test_cli_overrides_beat_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("dataset: a\nseed: 2\n")
+    cfg = load_config(PipelineConfig, path, {"dataset": "b", "run_name": None})
+    assert cfg.dataset == "b" and cfg.seed == 2 and cfg.run_name == "demo"
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end(tmp_path):
+    """The real notebooks on the tiny demo preset, as `bash run.sh demo` runs them on `small`."""
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["data_root"] = str(tmp_path / "data")
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "reports" / "tiny"
+    assert main(["pipeline", "--params", str(params), "--out", str(out)]) == 0
+    assert (out / "01_data_preparation.ipynb").exists() and (out / "01_data_preparation.html").exists()
+    for fig in ("01_labels", "01_title_lengths", "01_image_coverage", "01_samples"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    stats = json.loads((out / "metrics.json").read_text())["01_data_preparation"]
+    assert stats["n_labels"] > 0 and stats["trn_labels_per_query_mean"] >= 1
+    assert 0 < stats["tst_items_with_images_pct"] < 100
+    assert stats["offline-minilm/trn_tokens_mean"] > 1
+    html = (out / "01_data_preparation.html").read_text()
+    assert "image/png" in html  # plots are embedded in the report

@@ -1,0 +1,1 @@
+"""Datasets: XML-repository file formats, preparation, tokenisation and the bundled demo catalogue."""
