@@ -1,0 +1,667 @@
+"""The ViXML dual encoder: one Siamese module for queries and labels, built from a named config.
+
+Usage::
+
+    model = create_model("minilm-vixml")                 # a preset (MODEL_PRESETS)
+    model = create_model("smollm2-vixml", lora_r=8)      # a preset with overrides
+    model = create_model(ModelConfig(backbone="Qwen/Qwen2.5-0.5B", use_images=True))
+    model = create_model("runs/x/model")                 # a folder written by model.save()
+    emb = model(title_ids, title_lens, image_vectors, image_mask)   # [B, D] float32
+
+The backbone is a transformers ``AutoModel`` (no LM head), from :func:`pretrained.resolve`
+(offline GGUF included). Decoders are wrapped with peft LoRA (``lora_r=0``: full fine-tuning);
+encoders are fully fine-tuned. Each image (one frozen-vision vector of ``vision_dim``) is
+projected by ``image_proj`` into the token-embedding space and inserted as one token;
+:class:`~vixml_lib.prompt.PromptAssembler` builds the prompt (template, see ``prompt.py``).
+Pooling is the mean over every real position (prompt and image tokens included) or the
+last real position; embeddings are L2-normalised.
+
+``tiny_model_config(kind)`` gives a tiny RANDOM-weight backbone (BertConfig / LlamaConfig,
+hidden 32, 2 layers) with a tokenizer-free stand-in (:class:`RandomWordTokenizer`), for
+shape and speed tests with no files.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import inspect
+import logging
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import config_from_dict
+from .io_utils import atomic_path, read_json, write_json
+from .pretrained import load_tokenizer, resolve
+from .prompt import AssembledBatch, PromptAssembler, PromptTemplate, get_template
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ModelConfig",
+    "MODEL_PRESETS",
+    "DECODER_LORA_TARGETS",
+    "ENCODER_LORA_TARGETS",
+    "create_model",
+    "load_model",
+    "DualEncoder",
+    "EncoderOutput",
+    "tiny_model_config",
+    "RandomWordTokenizer",
+    "get_tokenizer",
+    "detect_kind",
+    "clear_backbone_cache",
+]
+
+DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]  # BERT-like (only with lora_on_encoder)
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "trainable.safetensors"
+_DTYPES = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a dual encoder (saved beside its weights).
+
+    - ``backbone``: ``offline-minilm`` | ``offline-smollm2`` | a hub name | a folder |
+      ``random-tiny-bert`` / ``random-tiny-llama`` (random weights, tests only);
+    - ``kind``: ``auto`` (from the transformers config) | ``encoder`` | ``decoder``;
+    - ``template``: ``auto`` (``encoder`` for encoders; ``text_image``, or ``text_only``
+      without images, for decoders) | a name of ``prompt.TEMPLATES`` | a mapping of
+      ``prompt.make_template`` arguments; ``template_overrides``: ``PromptTemplate`` fields
+      (e.g. ``{"eos_token": "<|endoftext|>", "text_prefix": "Product"}``);
+    - ``use_images``, ``vision_dim`` (1152 for SigLIP2 so400m), ``max_images``;
+    - ``pooling``: ``mean`` (all real positions) | ``last``; ``normalize``: L2;
+    - LoRA (decoders; encoders only with ``lora_on_encoder``): ``lora_r`` (0 = full
+      fine-tuning), ``lora_alpha``, ``lora_rslora``, ``lora_dropout``,
+      ``lora_target_modules`` (None = q,k,v,o,gate,up,down for decoders); authors:
+      r=256, alpha=256, rsLoRA, dropout 0;
+    - ``train_backbone=False`` freezes the backbone (only ``image_proj`` trains);
+    - ``gradient_checkpointing``; ``dtype``: ``auto`` (fp32 weights, bf16 autocast on CUDA),
+      ``float32`` (no autocast), ``bfloat16`` / ``float16`` (weights in that dtype);
+      ``attn_implementation``: ``sdpa`` | ``eager`` (for attention maps);
+    - ``seed``: initialisation of ``image_proj`` and of random backbones.
+    """
+
+    backbone: str = "offline-minilm"
+    kind: str = "auto"
+    template: Any = "auto"
+    template_overrides: dict = field(default_factory=dict)
+    use_images: bool = False
+    vision_dim: int = 1152
+    max_images: int = 3
+    pooling: str = "mean"
+    normalize: bool = True
+    lora_r: int = 256
+    lora_alpha: float = 256
+    lora_rslora: bool = True
+    lora_dropout: float = 0.0
+    lora_target_modules: list | None = None
+    lora_on_encoder: bool = False
+    train_backbone: bool = True
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("auto", "encoder", "decoder"):
+            raise ValueError(f"kind must be auto, encoder or decoder, got {self.kind!r}")
+        if self.pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {self.pooling!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0, got {self.max_images}")
+        if self.lora_target_modules is not None:
+            self.lora_target_modules = list(self.lora_target_modules)
+        self.template_overrides = dict(self.template_overrides or {})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping, source: str = "model config") -> "ModelConfig":
+        return config_from_dict(cls, dict(values), source=source)
+
+
+_QWEN = dict(
+    kind="decoder",
+    use_images=True,
+    template_overrides={"eos_token": "<|endoftext|>"},
+    lora_r=256,
+    lora_alpha=256,
+    lora_rslora=True,
+    gradient_checkpointing=True,
+)
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "minilm": ModelConfig(backbone="offline-minilm", kind="encoder"),
+    "minilm-vixml": ModelConfig(backbone="offline-minilm", kind="encoder", use_images=True),
+    "distilbert": ModelConfig(backbone="distilbert-base-uncased", kind="encoder"),
+    "distilbert-vixml": ModelConfig(backbone="distilbert-base-uncased", kind="encoder", use_images=True),
+    # small LoRA rank for CPU runs (alpha = r, as the authors' r = alpha = 256)
+    "smollm2": ModelConfig(backbone="offline-smollm2", kind="decoder", lora_r=16, lora_alpha=16),
+    "smollm2-vixml": ModelConfig(backbone="offline-smollm2", kind="decoder", use_images=True, lora_r=16, lora_alpha=16),
+    "qwen2.5-0.5b": ModelConfig(backbone="Qwen/Qwen2.5-0.5B", **{**_QWEN, "use_images": False}),
+    "qwen2.5-0.5b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-0.5B", **_QWEN),
+    "qwen2.5-3b": ModelConfig(backbone="Qwen/Qwen2.5-3B", **{**_QWEN, "use_images": False}),
+    "qwen2.5-3b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-3B", **_QWEN),
+    "qwen2.5-7b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-7B", **_QWEN),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# tokenizers and backbones
+
+
+@functools.lru_cache(maxsize=8)
+def get_tokenizer(name: str, trust_remote_code: bool = False):
+    """The tokenizer of a named backbone, loaded once per process (GGUF parsing takes seconds).
+
+    Random backbones (``random-tiny-*``) get their :class:`RandomWordTokenizer`.
+    """
+    if name in RANDOM_BACKBONES:
+        return RANDOM_BACKBONES[name][1]()
+    return load_tokenizer(name, trust_remote_code=trust_remote_code)
+
+
+class RandomWordTokenizer:
+    """A tokenizer-free stand-in for the random tiny backbones: a word's id is a hash of it.
+
+    ``bert`` flavour: ``[CLS]``=3 / ``[SEP]``=4, no BOS/EOS; ``llama`` flavour: BOS=1 (not
+    prepended, like SmolLM2 / Qwen2.5) and EOS=2. Padding id 0. Ids lie in ``[0, vocab_size)``.
+    """
+
+    pad_token_id = 0
+    unk_token_id = 5
+    unk_token = "<unk>"
+    n_special = 8
+
+    def __init__(self, vocab_size: int = 1000, flavour: str = "llama"):
+        self.vocab_size = int(vocab_size)
+        self.flavour = flavour
+        if flavour == "bert":
+            self.bos_token_id = self.eos_token_id = None
+            self.cls_token_id, self.sep_token_id = 3, 4
+        else:
+            self.bos_token_id, self.eos_token_id = 1, 2
+            self.cls_token_id = self.sep_token_id = None
+        self._specials = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "[CLS]": 3, "[SEP]": 4, "<unk>": 5}
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        if token in self._specials:
+            return self._specials[token]
+        return self.n_special + zlib.crc32(token.encode("utf-8")) % (self.vocab_size - self.n_special)
+
+    def _one(self, text: str, add_special_tokens: bool, truncation: bool, max_length: int | None) -> list[int]:
+        ids = [self.convert_tokens_to_ids(w) for w in text.lower().split()]
+        if truncation and max_length is not None:
+            ids = ids[:max_length]
+        if add_special_tokens and self.flavour == "bert":
+            ids = [self.cls_token_id] + ids + [self.sep_token_id]
+        return ids
+
+    def __call__(self, text, add_special_tokens: bool = True, truncation: bool = False, max_length: int | None = None, **_):
+        if isinstance(text, str):
+            return {"input_ids": self._one(text, add_special_tokens, truncation, max_length)}
+        return {"input_ids": [self._one(t, add_special_tokens, truncation, max_length) for t in text]}
+
+
+def _tiny_bert_config():
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+
+
+def _tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+
+
+# name -> (transformers config factory, tokenizer factory)
+RANDOM_BACKBONES = {
+    "random-tiny-bert": (_tiny_bert_config, lambda: RandomWordTokenizer(1000, "bert")),
+    "random-tiny-llama": (_tiny_llama_config, lambda: RandomWordTokenizer(1000, "llama")),
+}
+
+
+def detect_kind(hf_config) -> str:
+    """``encoder`` or ``decoder`` from a transformers config (``is_decoder``, model type,
+    architectures)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(hf_config, "is_decoder", False):
+        return "decoder"
+    archs = getattr(hf_config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return "decoder"
+    mt = getattr(hf_config, "model_type", "")
+    if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
+#: keep the de-quantised weights of GGUF backbones in memory (CPU) for later create_model calls
+CACHE_GGUF_WEIGHTS = True
+_GGUF_CACHE: dict[tuple, tuple] = {}
+
+
+def clear_backbone_cache() -> None:
+    """Forget the in-memory copies of de-quantised GGUF backbones."""
+    _GGUF_CACHE.clear()
+
+
+def _load_backbone(config: ModelConfig):
+    """(transformers model without head, tokenizer) for ``config.backbone``."""
+    from transformers import AutoModel
+
+    dtype = _DTYPES[config.dtype]
+    if config.backbone in RANDOM_BACKBONES:
+        make_cfg, _ = RANDOM_BACKBONES[config.backbone]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = AutoModel.from_config(make_cfg(), attn_implementation=config.attn_implementation)
+        model = model.to(dtype)
+    else:
+        src = resolve(config.backbone)
+        key = (src.path, src.gguf_file, str(dtype), config.trust_remote_code)
+        if src.gguf_file and key in _GGUF_CACHE:
+            # de-quantising a GGUF file takes many seconds: rebuild from the kept weights
+            hf_config, state = _GGUF_CACHE[key]
+            model = AutoModel.from_config(
+                copy.deepcopy(hf_config), attn_implementation=config.attn_implementation, dtype=dtype
+            )
+            model.load_state_dict(state, strict=True)
+        else:
+            model = AutoModel.from_pretrained(
+                src.path,
+                dtype=dtype,
+                attn_implementation=config.attn_implementation,
+                trust_remote_code=config.trust_remote_code,
+                **src.kwargs(),
+            )
+            if src.gguf_file and CACHE_GGUF_WEIGHTS:
+                _GGUF_CACHE[key] = (
+                    copy.deepcopy(model.config),
+                    {k: v.detach().clone() for k, v in model.state_dict().items()},
+                )
+    tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
+    return model, tokenizer
+
+
+def _enable_checkpointing(model) -> None:
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class EncoderOutput:
+    """Details of one forward pass (see :meth:`DualEncoder.forward_details`)."""
+
+    embeddings: torch.Tensor  # [B, D] float32, normalised when config.normalize
+    pooled: torch.Tensor  # [B, D] float32 before normalisation
+    last_hidden_state: torch.Tensor  # [B, T, D]
+    batch: AssembledBatch  # the assembled prompt (masks, kinds, positions)
+    attentions: tuple | None = None  # per layer [B, heads, T, T] (eager attention only)
+    hidden_states: tuple | None = None
+
+
+class DualEncoder(nn.Module):
+    """One encoder for queries and labels (Siamese): backbone + image projection + prompt + pooling."""
+
+    def __init__(self, config: ModelConfig, *, backbone: nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        self.config = config
+        if backbone is None:
+            backbone, tok = _load_backbone(config)
+            tokenizer = tokenizer or tok
+        elif tokenizer is None:
+            tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
+        self.tokenizer = tokenizer
+        self.kind = config.kind if config.kind != "auto" else detect_kind(backbone.config)
+        self.template: PromptTemplate = self._resolve_template()
+        self.assembler = PromptAssembler(self.template, tokenizer)
+        self.hidden_size = int(backbone.get_input_embeddings().embedding_dim)
+
+        # trainable parts of the backbone
+        use_lora = config.train_backbone and config.lora_r > 0 and (self.kind == "decoder" or config.lora_on_encoder)
+        if config.gradient_checkpointing:
+            _enable_checkpointing(backbone)
+        if use_lora:
+            from peft import LoraConfig, get_peft_model
+
+            targets = config.lora_target_modules or (
+                DECODER_LORA_TARGETS if self.kind == "decoder" else ENCODER_LORA_TARGETS
+            )
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                use_rslora=config.lora_rslora,
+                target_modules=list(targets),
+                bias="none",
+            )
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                # peft still calls transformers' deprecated `is_gradient_checkpointing`
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                torch.manual_seed(config.seed + 1)
+                backbone = get_peft_model(backbone, lora)
+        else:
+            backbone.requires_grad_(config.train_backbone)
+        self.uses_lora = use_lora
+        self.backbone = backbone
+        self._forward_params = set(inspect.signature(self._hf_model().forward).parameters)
+
+        self.image_proj: nn.Linear | None = None
+        if config.use_images:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                self.image_proj = nn.Linear(config.vision_dim, self.hidden_size)
+
+    # ---------------------------------------------------------------- construction helpers
+    def _resolve_template(self) -> PromptTemplate:
+        t = self.config.template
+        if t == "auto":
+            t = "encoder" if self.kind == "encoder" else ("text_image" if self.config.use_images else "text_only")
+        return get_template(t, **self.config.template_overrides)
+
+    def _hf_model(self):
+        """The transformers model inside the (possibly peft-wrapped) backbone."""
+        b = self.backbone
+        return b.get_base_model() if hasattr(b, "get_base_model") else b
+
+    def resolved_config(self) -> ModelConfig:
+        """The config with ``kind`` and an ``auto`` template resolved (what :meth:`save` writes)."""
+        template = self.config.template
+        if template == "auto":
+            template = self.template.name
+        return dataclasses.replace(self.config, kind=self.kind, template=template)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_size
+
+    def token_embedding(self) -> nn.Module:
+        return self._hf_model().get_input_embeddings()
+
+    # ---------------------------------------------------------------- forward
+    def _autocast(self, device: torch.device):
+        if device.type == "cuda" and self.config.dtype != "float32":
+            dt = torch.float16 if self.config.dtype == "float16" else torch.bfloat16
+            return torch.autocast(device_type="cuda", dtype=dt)
+        return contextlib.nullcontext()
+
+    def assemble(self, title_ids, title_lens, image_vectors=None, image_mask=None, side: str = "right") -> AssembledBatch:
+        """The assembled prompt of a batch (projected images included), on the model's device."""
+        dev = self.device
+        title_ids = torch.as_tensor(title_ids).to(dev, non_blocking=True).long()
+        title_lens = torch.as_tensor(title_lens).to(dev, non_blocking=True).long()
+        image_embeds = mask = None
+        if self.image_proj is not None and image_vectors is not None and self.template.has_images:
+            vec = torch.as_tensor(image_vectors).to(dev, non_blocking=True)
+            if vec.dim() == 2:  # one image per item
+                vec = vec[:, None]
+            if vec.shape[-1] != self.config.vision_dim:
+                raise ValueError(f"image vectors have dim {vec.shape[-1]}, the model expects vision_dim={self.config.vision_dim}")
+            vec = vec[:, : self.config.max_images]
+            image_embeds = self.image_proj(vec.to(self.image_proj.weight.dtype))
+            if image_mask is not None:
+                mask = torch.as_tensor(image_mask).to(dev, non_blocking=True).bool()
+                if mask.dim() == 1:
+                    mask = mask[:, None]
+                mask = mask[:, : self.config.max_images]
+        return self.assembler.assemble(title_ids, title_lens, self.token_embedding(), image_embeds, mask, side=side)
+
+    def forward_details(
+        self,
+        title_ids,
+        title_lens,
+        image_vectors=None,
+        image_mask=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        """Forward pass returning the embeddings together with the prompt and hidden states
+        (attention maps need ``attn_implementation="eager"``)."""
+        with self._autocast(self.device):
+            batch = self.assemble(title_ids, title_lens, image_vectors, image_mask)
+            kwargs = {}
+            if "use_cache" in self._forward_params:
+                kwargs["use_cache"] = False
+            if output_attentions:
+                kwargs["output_attentions"] = True
+            if output_hidden_states:
+                kwargs["output_hidden_states"] = True
+            out = self.backbone(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kwargs)
+        h = out.last_hidden_state
+        if self.config.pooling == "mean":
+            m = batch.attention_mask.unsqueeze(-1).to(torch.float32)
+            pooled = (h.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+        else:
+            pooled = h[torch.arange(h.shape[0], device=h.device), batch.last_positions.clamp_min(0)].float()
+        emb = F.normalize(pooled, dim=-1) if self.config.normalize else pooled
+        return EncoderOutput(
+            embeddings=emb,
+            pooled=pooled,
+            last_hidden_state=h,
+            batch=batch,
+            attentions=getattr(out, "attentions", None),
+            hidden_states=getattr(out, "hidden_states", None),
+        )
+
+    def forward(self, title_ids, title_lens, image_vectors=None, image_mask=None) -> torch.Tensor:
+        """Embeddings [B, D] (float32, L2-normalised when ``config.normalize``).
+
+        ``title_ids`` [B, L] int (right-padded, no special tokens; the token cache of the
+        same backbone), ``title_lens`` [B]; ``image_vectors`` [B, M, vision_dim] (any float
+        dtype), ``image_mask`` [B, M] (1 = real image; None = all real). Tensors or numpy
+        arrays, on any device: they are moved to the model's device. Images are ignored
+        unless ``config.use_images``.
+        """
+        return self.forward_details(title_ids, title_lens, image_vectors, image_mask).embeddings
+
+    def tokenize(self, texts: list[str], max_len: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise raw titles as the token cache does (no special tokens, truncated to
+        ``max_len``, right-padded): ``(ids [N, L] long, lengths [N] long)``, for demos."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
+        width = max([len(e) for e in enc] + [1])
+        ids = torch.full((len(enc), width), self.assembler.pad_id, dtype=torch.long)
+        for r, e in enumerate(enc):
+            ids[r, : len(e)] = torch.tensor(e, dtype=torch.long)
+        return ids, torch.tensor([len(e) for e in enc], dtype=torch.long)
+
+    @torch.no_grad()
+    def embed_numpy(
+        self, title_ids, title_lens, image_vectors=None, image_mask=None, batch_size: int = 256
+    ) -> np.ndarray:
+        """Embed many items in eval mode, by batches; returns float32 numpy [N, D]."""
+        was_training = self.training
+        self.eval()
+        try:
+            n = len(title_lens)
+            out = np.empty((n, self.embedding_dim), dtype=np.float32)
+            for s in range(0, n, batch_size):
+                sl = slice(s, min(n, s + batch_size))
+                lens = np.asarray(title_lens[sl])
+                width = max(1, int(lens.max()) if len(lens) else 1)
+                ids = np.asarray(title_ids[sl])[:, :width]
+                iv = None if image_vectors is None else torch.as_tensor(np.asarray(image_vectors[sl]))
+                im = None if image_mask is None else torch.as_tensor(np.asarray(image_mask[sl]))
+                out[sl] = self(torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(lens.astype(np.int64)), iv, im).cpu().numpy()
+            return out
+        finally:
+            self.train(was_training)
+
+    # ---------------------------------------------------------------- optimisation
+    def param_groups(self, lr_backbone: float, lr_image_proj: float | None = None, weight_decay: float = 0.0) -> list[dict]:
+        """AdamW parameter groups of the trainable parameters: backbone and image
+        projection with their own learning rates; biases and norm weights (1-d) without
+        weight decay. Each group has a ``name``."""
+        lr_image_proj = lr_backbone if lr_image_proj is None else lr_image_proj
+        groups: dict[str, dict] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            part = "image_proj" if name.startswith("image_proj.") else "backbone"
+            decay = p.dim() >= 2
+            key = f"{part}{'' if decay else '_no_decay'}"
+            if key not in groups:
+                groups[key] = {
+                    "name": key,
+                    "params": [],
+                    "lr": lr_image_proj if part == "image_proj" else lr_backbone,
+                    "weight_decay": weight_decay if decay else 0.0,
+                }
+            groups[key]["params"].append(p)
+        return list(groups.values())
+
+    def trainable_parameters(self) -> dict:
+        """Counts of parameters: total, trainable, trainable in the backbone / image projection."""
+        total = trainable = proj = 0
+        for name, p in self.named_parameters():
+            total += p.numel()
+            if p.requires_grad:
+                trainable += p.numel()
+                if name.startswith("image_proj."):
+                    proj += p.numel()
+        return {
+            "total": total,
+            "trainable": trainable,
+            "backbone_trainable": trainable - proj,
+            "image_proj": proj,
+            "trainable_fraction": trainable / max(total, 1),
+            "lora": self.uses_lora,
+        }
+
+    # ---------------------------------------------------------------- persistence
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model_config.json`` and ``trainable.safetensors`` (trainable weights only:
+        LoRA adapters + projection, or the full encoder when it is fine-tuned)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = self.trainable_state_dict()
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "vixml_lib.models"})
+        write_json(
+            folder / CONFIG_FILE,
+            {"format": "vixml-dual-encoder", "version": 1, "config": self.resolved_config().to_dict(), "trainable": sorted(tensors)},
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> "DualEncoder":
+        """Rebuild from the saved config (with ``overrides``, e.g. ``attn_implementation``) and
+        load the saved trainable weights."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = read_json(folder / CONFIG_FILE)
+        if meta.get("format") != "vixml-dual-encoder":
+            raise ValueError(f"{folder / CONFIG_FILE}: not a saved vixml dual encoder")
+        config = ModelConfig.from_dict({**meta["config"], **overrides}, source=str(folder / CONFIG_FILE))
+        model = cls(config)
+        state = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{folder}: saved weights do not fit the model: unexpected {result.unexpected_keys[:5]}")
+        missing = sorted(set(model.trainable_state_dict()) - set(state))
+        if missing:
+            raise ValueError(f"{folder}: trainable weights missing from the file: {missing[:5]}")
+        return model.to(map_location)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, template={self.template.describe()!r}, pooling={self.config.pooling}"
+
+
+# ---------------------------------------------------------------------------------------
+# factory
+
+
+def create_model(name_or_config: str | ModelConfig | Mapping = "minilm", **overrides) -> DualEncoder:
+    """Build a :class:`DualEncoder` from a preset name (:data:`MODEL_PRESETS`), a
+    :class:`ModelConfig`, a mapping of its fields, a folder written by ``save`` or a
+    backbone name; ``overrides`` replace config fields."""
+    if isinstance(name_or_config, ModelConfig):
+        config = ModelConfig.from_dict({**name_or_config.to_dict(), **overrides})
+    elif isinstance(name_or_config, Mapping):
+        config = ModelConfig.from_dict({**dict(name_or_config), **overrides})
+    elif name_or_config in MODEL_PRESETS:
+        config = ModelConfig.from_dict({**MODEL_PRESETS[name_or_config].to_dict(), **overrides}, source=name_or_config)
+    elif (Path(name_or_config) / CONFIG_FILE).is_file():
+        return DualEncoder.load(name_or_config, **overrides)
+    else:
+        config = ModelConfig.from_dict({"backbone": name_or_config, **overrides})
+    return DualEncoder(config)
+
+
+def load_model(folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> DualEncoder:
+    """Load a model written by :meth:`DualEncoder.save`."""
+    return DualEncoder.load(folder, map_location=map_location, **overrides)
+
+
+def tiny_model_config(kind: str = "encoder", /, **overrides) -> ModelConfig:
+    """A config with a tiny RANDOM-weight backbone (hidden 32, 2 layers, vocab 1000) and a
+    hashing word tokenizer: for shape/speed tests only, it has learnt nothing."""
+    if kind not in ("encoder", "decoder"):
+        raise ValueError(f"kind must be 'encoder' or 'decoder', got {kind!r}")
+    base = dict(
+        backbone="random-tiny-bert" if kind == "encoder" else "random-tiny-llama",
+        kind=kind,
+        vision_dim=16,
+        lora_r=4,
+        lora_alpha=4,
+    )
+    base.update(overrides)
+    return ModelConfig.from_dict(base)
