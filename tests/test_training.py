@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from vixml_lib import training
+from vixml_lib.data.demo import make_demo_dataset
+from vixml_lib.data.prepare import prepare_dataset
+from vixml_lib.training import TrainConfig, batch_targets, sample_positive_labels, train
+
+TINY = {"backbone": "random-tiny-bert", "kind": "encoder"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "demo-tiny"
+    make_demo_dataset(d, preset="tiny", seed=0)
+    prepare_dataset(d)
+    return d
+
+
+def tiny_config(data_dir, out_dir, **kw):
+    values = dict(data_dir=str(data_dir), out_dir=str(out_dir), model="minilm", use_images=False,
+                  model_overrides=dict(TINY), epochs=2, batch_size=64, warmup_steps=2, lr=1e-3,
+                  save_embeddings=False, threads=1)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_positive_sampling_uniform_and_by_inverse_propensity():
+    Y = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 1], [1, 0, 1]], dtype=np.float32))
+    rng = np.random.default_rng(0)
+    rows = np.array([0, 1, 2] * 4000)
+    picks = sample_positive_labels(Y, rows, rng)
+    assert set(picks[rows == 1]) == {2}  # only its labels
+    assert abs(np.mean(picks[rows == 0] == 0) - 0.5) < 0.03  # uniform over 2 labels
+    w = np.array([1.0, 3.0, 1.0])  # label 1 three times as likely as label 0
+    picks = sample_positive_labels(Y, rows, rng, weights=w)
+    assert abs(np.mean(picks[rows == 0] == 1) - 0.75) < 0.03
+    with pytest.raises(ValueError, match="at least one label"):
+        sample_positive_labels(sp.csr_matrix((2, 3)), np.array([0]), rng)
+
+
+def test_targets_mark_every_in_batch_positive():
+    Y = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    # query 0 sampled label 0, query 1 sampled label 1: label 1 is positive for both
+    T = batch_targets(Y, np.array([0, 1]), np.array([0, 1]))
+    assert T.tolist() == [[True, True], [False, True]]
+
+
+def test_training_improves_on_zero_shot_and_same_seed_gives_same_metrics(tiny_data, tmp_path):
+    a = train(tiny_config(tiny_data, tmp_path / "a"), progress=False)
+    b = train(tiny_config(tiny_data, tmp_path / "b"), progress=False)
+    hist = a["history"]
+    assert [h["epoch"] for h in hist] == [0, 1, 2] and hist[0]["loss"] is None
+    assert hist[2]["loss"] < hist[1]["loss"]
+    assert hist[-1]["P@1"] > hist[0]["P@1"]  # random init -> trained
+    assert a["history"][-1] == {**b["history"][-1], "train_seconds": a["history"][-1]["train_seconds"],
+                                "eval_seconds": a["history"][-1]["eval_seconds"]}
+    assert (tmp_path / "a" / "config.yaml").exists() and (tmp_path / "a" / "checkpoint" / "state.json").exists()
+
+
+def test_killed_run_resumes_to_the_same_metrics(tiny_data, tmp_path, monkeypatch):
+    full = train(tiny_config(tiny_data, tmp_path / "full", epochs=3), progress=False)
+    real_save = training.save_checkpoint
+    calls = []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
+    resumed = train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
+    strip = lambda h: {k: v for k, v in h.items() if not k.endswith("seconds")}
+    assert [strip(h) for h in resumed["history"]] == [strip(h) for h in full["history"]]
+    assert not (tmp_path / "resumed" / "checkpoint.tmp").exists()
+
+
+def test_resume_refuses_a_different_configuration(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path / "r", epochs=1), progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny_config(tiny_data, tmp_path / "r", epochs=1, lr=5e-3), progress=False)
+
+
+def test_clustered_batches_after_warmup_are_checkpointed(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "c", cluster_warmup_epochs=1, cluster_size=8, epochs=2, eval_every=2)
+    summary = train(cfg, progress=False)
+    z = np.load(tmp_path / "c" / "checkpoint" / "clusters.npz", allow_pickle=False)
+    rows = np.sort(z["rows"])
+    n_train_with_labels = int((np.diff(prepare_dataset(tiny_data).Y["trn"].indptr) > 0).sum())
+    assert len(rows) == n_train_with_labels and len(np.unique(rows)) == len(rows)
+    assert [h["epoch"] for h in summary["history"] if "P@1" in h] == [0, 2]
