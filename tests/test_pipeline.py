@@ -108,3 +108,12 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert stats["offline-minilm/trn_tokens_mean"] > 1
     html = (out / "01_data_preparation.html").read_text()
     assert "image/png" in html  # plots are embedded in the report
+    # 02: caches for every split, and the offline encoder keeps colour linearly recoverable
+    caching = json.loads((out / "metrics.json").read_text())["02_image_caching"]
+    assert set(caching["splits"]) == {"trn", "tst", "lbl"}
+    assert all(v["images"] > 0 and v["failed"] == 0 for v in caching["splits"].values())
+    colour = caching["probe"]["colour"]
+    assert colour["accuracy"] > colour["majority_baseline"] + 0.4
+    for fig in ("02_coverage", "02_probe", "02_neighbours"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    assert (tmp_path / "data" / "demo-tiny" / "features" / "offline-random-siglip" / "lbl" / "header.json").exists()

@@ -30,3 +30,24 @@ def save_metrics(run_dir: str | Path, name: str, metrics: dict[str, Any]) -> Pat
 def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
     folder = Path(run_dir) / "metrics"
     return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def table(rows: list[dict[str, Any]], digits: int = 2):
+    """Rows of dicts as a table that renders in notebooks (HTML) and reads as text elsewhere."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v):
+        return f"{v:.{digits}f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    class Table(list):
+        def _repr_html_(self):
+            head = "".join(f"<th>{c}</th>" for c in cols)
+            body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in self)
+            return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+        def __repr__(self):
+            cells = [[str(c) for c in cols]] + [[fmt(r.get(c)) for c in cols] for r in self]
+            widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+            return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in cells)
+
+    return Table(rows)
