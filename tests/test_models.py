@@ -273,3 +273,15 @@ def test_embed_numpy_matches_forward():
         ref = m(ids, lens, vec, mask)
     assert out.dtype.name == "float32" and out.shape == (4, 32)
     assert torch.allclose(torch.from_numpy(out), ref, atol=1e-5)
+
+
+def test_attention_dropout_override_reaches_every_attention_module():
+    from vixml_lib.models import create_model, tiny_model_config
+
+    for kind in ("encoder", "decoder"):
+        m = create_model(tiny_model_config(kind, attention_dropout=0.0))
+        ps = [mod.dropout.p for mod in m.modules() if type(mod).__name__.endswith("SelfAttention")]
+        ps += [mod.attention_dropout for mod in m.modules() if isinstance(getattr(mod, "attention_dropout", None), float)]
+        assert ps and all(p == 0.0 for p in ps)
+    default = create_model(tiny_model_config("encoder"))
+    assert any(mod.dropout.p > 0 for mod in default.modules() if type(mod).__name__.endswith("SelfAttention"))

@@ -112,6 +112,10 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     dtype: str = "auto"
     attn_implementation: str = "sdpa"
+    # None: the backbone's own attention-probability dropout. 0.0 keeps PyTorch's fused
+    # attention on CPU: with dropout it falls back to a path that builds the full
+    # attention matrix (several times slower and more memory; benchmarks/bench_efficiency.py).
+    attention_dropout: float | None = None
     trust_remote_code: bool = False
     seed: int = 0
 
@@ -321,8 +325,28 @@ def _load_backbone(config: ModelConfig):
                     copy.deepcopy(model.config),
                     {k: v.detach().clone() for k, v in model.state_dict().items()},
                 )
+    if config.attention_dropout is not None:
+        set_attention_dropout(model, config.attention_dropout)
     tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
     return model, tokenizer
+
+
+def set_attention_dropout(model: nn.Module, p: float) -> int:
+    """Set the attention-probability dropout of a transformers backbone (BERT family:
+    ``*SelfAttention.dropout``; Llama/Qwen family: ``attention_dropout``). Returns how
+    many attention modules were changed."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = float(p)
+            changed += 1
+        elif type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None), nn.Dropout):
+            module.dropout.p = float(p)
+            changed += 1
+    for name in ("attention_probs_dropout_prob", "attention_dropout"):
+        if hasattr(model.config, name):
+            setattr(model.config, name, float(p))
+    return changed
 
 
 def _enable_checkpointing(model) -> None:
