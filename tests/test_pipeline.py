@@ -117,3 +117,10 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     for fig in ("02_coverage", "02_probe", "02_neighbours"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     assert (tmp_path / "data" / "demo-tiny" / "features" / "offline-random-siglip" / "lbl" / "header.json").exists()
+    # 03: both runs trained, same seed twice gave identical metrics, images beat text
+    results = json.loads((out / "metrics.json").read_text())["03_training"]
+    assert results["determinism_identical_metrics"] is True
+    assert results["minilm-vixml"]["final"]["P@1"] > results["minilm-text"]["final"]["P@1"]
+    for run in ("minilm-vixml", "minilm-text"):
+        assert (out / "train" / run / "config.yaml").exists() and (out / "train" / run / "embeddings_lbl.npy").exists()
+    assert (out / "figures" / "03_learning_curves.png").exists()

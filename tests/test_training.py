@@ -94,3 +94,40 @@ def test_clustered_batches_after_warmup_are_checkpointed(tiny_data, tmp_path):
     n_train_with_labels = int((np.diff(prepare_dataset(tiny_data).Y["trn"].indptr) > 0).sum())
     assert len(rows) == n_train_with_labels and len(np.unique(rows)) == len(rows)
     assert [h["epoch"] for h in summary["history"] if "P@1" in h] == [0, 2]
+
+
+def test_evaluation_on_a_query_subset_keeps_rows_and_filters_aligned(tiny_data, tmp_path):
+    from vixml_lib.models import create_model
+
+    cfg = tiny_config(tiny_data, tmp_path / "s", eval_max_queries=50)
+    model = create_model(cfg.model_config())
+    data = training.load_training_data(cfg, model)
+    full = prepare_dataset(tiny_data)
+    items = data.splits["tst"].items
+    assert len(items) == 50 and data.Y_tst.shape == (50, full.n_labels)
+    assert (data.Y_tst != full.Y["tst"][items]).nnz == 0
+    # every kept filter pair points at the same (query, label) as before
+    for r, l in data.filter_tst:
+        assert [items[r], l] in full.filters["tst"].tolist()
+    ids = data.splits["tst"].batch(np.array([0, 1]))["title_ids"]
+    assert ids.tolist() == np.asarray(data.splits["tst"].ids[items[:2]], dtype=np.int64).tolist()
+
+
+def test_train_command_reads_yaml_and_rejects_unknown_settings(tiny_data, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from vixml_lib.cli import main
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tiny_data), "model": "minilm", "use_images": False,
+                                   "model_overrides": TINY, "epochs": 1, "batch_size": 64, "warmup_steps": 1,
+                                   "save_embeddings": False, "threads": 1}))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in summary["history"]] == [0, 1]
+    assert '"P@1"' in capsys.readouterr().out
+    cfg.write_text("data_dir: x\nepoch: 3\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "unknown setting(s) epoch" in capsys.readouterr().err

@@ -44,6 +44,15 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .training import load_train_config, train
+
+    config = load_train_config(args.config, out_dir=args.out, device=args.device, seed=args.seed)
+    summary = train(config)
+    print(json.dumps({"run": summary["run"], **{k: round(v, 2) for k, v in summary["final"].items()}}))
+    return 0
+
+
 def _pipeline(args) -> int:
     from .config import PipelineConfig, load_config
     from .pipeline import NotebookFailed, run_pipeline
@@ -95,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--recall", type=int, nargs="*", default=[100], help="recall cut-offs (default 100)")
     e.add_argument("--json", help="write the metrics here")
     e.set_defaults(func=_evaluate)
+
+    t = sub.add_parser("train", help="train a dual encoder from a TrainConfig YAML (resumes when interrupted)")
+    t.add_argument("--config", required=True, help="YAML with TrainConfig fields (see configs/train-*.yaml)")
+    t.add_argument("--out", help="run folder (overrides out_dir)")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("--seed", type=int)
+    t.set_defaults(func=_train)
 
     q = sub.add_parser("pipeline", help="run the numbered notebooks with papermill into reports/RUN")
     q.add_argument("--params", help="YAML parameters file (see configs/)")

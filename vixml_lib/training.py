@@ -77,6 +77,7 @@ class TrainConfig:
     # evaluation
     eval_every: int = 1
     eval_at_start: bool = True  # epoch 0 = the model without fine-tuning (zero-shot)
+    eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries (quick CPU runs)
     k: int = 5
     recall_k: list[int] = field(default_factory=lambda: [100])
     retrieval: str = "exact"  # exact | faiss-flat | faiss-ivf
@@ -124,12 +125,13 @@ class SplitInputs:
     ids: np.ndarray
     lens: np.ndarray
     features: Any = None  # a FeatureCache, or None for text-only runs
+    items: np.ndarray | None = None  # a subset of the split's items, or None for all
 
     def __len__(self) -> int:
-        return len(self.lens)
+        return len(self.lens) if self.items is None else len(self.items)
 
     def batch(self, rows: np.ndarray) -> dict[str, Any]:
-        rows = np.asarray(rows)
+        rows = np.asarray(rows) if self.items is None else self.items[np.asarray(rows)]
         out = {"title_ids": torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64)),
                "title_lens": torch.from_numpy(np.asarray(self.lens[rows], dtype=np.int64))}
         if self.features is not None:
@@ -153,9 +155,9 @@ class TrainingData:
 
 
 def open_image_features(data_dir: Path, encoder: str, split: str):
-    from .feature_cache import FeatureCache, cache_folder
+    from .feature_cache import FeatureCache, feature_cache_dir
 
-    folder = cache_folder(data_dir, encoder, split)
+    folder = feature_cache_dir(data_dir, encoder, split)
     if not folder.exists():
         raise FileNotFoundError(
             f"{folder}: no image features for {split!r} with encoder {encoder!r}; "
@@ -177,7 +179,16 @@ def load_training_data(config: TrainConfig, model: DualEncoder) -> TrainingData:
             raise ValueError(f"image features of {s} have {feats.n_items} items, the dataset {len(tok)}")
         splits[s] = SplitInputs(tok.ids, tok.lengths, feats)
     inv_psp = inverse_propensity(ds.Y["trn"], A=config.A, B=config.B)
-    return TrainingData(splits, ds.Y["trn"], ds.Y["tst"], ds.filters["tst"], inv_psp)
+    Y_tst, filter_tst = ds.Y["tst"], ds.filters["tst"]
+    if config.eval_max_queries and config.eval_max_queries < Y_tst.shape[0]:
+        items = np.sort(np.random.default_rng(config.seed).choice(Y_tst.shape[0], config.eval_max_queries, replace=False))
+        splits["tst"].items = items
+        Y_tst = Y_tst[items]
+        new_row = np.full(ds.Y["tst"].shape[0], -1)
+        new_row[items] = np.arange(len(items))
+        keep = new_row[filter_tst[:, 0]] >= 0
+        filter_tst = np.stack([new_row[filter_tst[keep, 0]], filter_tst[keep, 1]], axis=1)
+    return TrainingData(splits, ds.Y["trn"], Y_tst, filter_tst, inv_psp)
 
 
 # --------------------------------------------------------------------------- batches
@@ -432,6 +443,11 @@ def plot_history(histories: dict[str, list[dict]], metric: str = "P@1", ax=None,
         if loss_ax is not None:
             tr = [h for h in hist if h.get("loss") is not None]
             loss_ax.plot([h["epoch"] for h in tr], [h["loss"] for h in tr], marker=".", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (ax, loss_ax):
+        if a is not None:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel=f"{metric} (%)", title=f"{metric} on test (epoch 0 = no fine-tuning)")
     ax.grid(alpha=0.3)
     ax.legend()
