@@ -1,4 +1,4 @@
-"""The image feature cache: one frozen-encoder vector per image, memory-mapped, resumable.
+"""The image feature cache: one frozen-encoder vector per image, on disk, resumable.
 
 ViXML encodes every product image ONCE with a frozen vision model and trains on the
 cached vectors. This module writes and reads that cache.
@@ -37,6 +37,12 @@ machine and torch thread count: CPU math is deterministic for fixed shapes).
 A finished cache whose header matches the inputs (encoder name and fingerprint, source
 fingerprint, image map, count, dim) is reused without encoding anything; any change
 rebuilds it from scratch.
+
+Reading: :class:`FeatureCache` exposes the whole matrix as a read-only ``np.memmap``
+(``.vectors``) but gathers batches with positioned reads of just the needed rows, so
+random batches from a 9 GB cache (LF-AmazonTitles-1.3M) keep the resident size around
+the batch size (~170 MB measured, against ~8.7 GB when the same reads go through the
+memory map; see ``benchmarks/bench_image_cache.py``).
 
 API: :func:`build_feature_cache`, :class:`FeatureCache` (``open``, ``read_batch``,
 ``vectors_for_images``), :func:`import_authors_features` (the authors' precomputed
@@ -126,6 +132,13 @@ def _write_durable(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(path.parent)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.pwrite(fd, view, offset)
+        view, offset = view[k:], offset + k
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -661,7 +674,7 @@ def _encode_range(source, encoder, out: Path, m: np.ndarray, start: int, n: int,
                     rec = {"image": s + k, "items": items_of(s + k), "reason": r}
                     ff.write((json.dumps(rec, ensure_ascii=True) + "\n").encode("ascii"))
                     log.debug("image %d failed: %s", s + k, r)
-            os.pwrite(fd, vec.tobytes(), s * row_bytes)
+            _pwrite_all(fd, vec.tobytes(), s * row_bytes)
             bar.update(e - s)
             if e % chunk_size == 0 or e == n:  # a chunk is finished: make it durable
                 os.fsync(fd)

@@ -11,18 +11,19 @@ so400m-patch14-384, 1152-d pooled output), computed once and cached (see
   half, through the class transformers maps its ``vision_config`` to), together with
   its ``AutoImageProcessor``; the vector is the model's ``pooler_output`` (SigLIP: the
   attention-pooling head, 1152-d for so400m). Weights come from the local Hugging Face
-  cache first; the hub is only contacted when the model is not cached and the hub is
-  not switched off (``HF_HUB_OFFLINE=1``) or ``local_files_only=True`` is passed. A
-  model that cannot be found raises :class:`VisionModelUnavailable` naming it.
+  cache first; the hub is contacted only when the model is not cached, and never when
+  ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1`` is set or ``local_files_only=True``
+  is passed. A model that cannot be found raises :class:`VisionModelUnavailable` (an
+  ``OSError``) naming it and saying why (not cached; offline or hub unreachable).
 - ``offline-random-siglip``: the SAME transformers code path
   (``SiglipVisionModel`` + SigLIP normalisation, mean = std = 0.5) with a small config
   (64 px, patch 8, 1 layer, width 384) and FIXED weights drawn from
   ``numpy.random.default_rng`` per tensor (seeded by the tensor's name), so they are
   identical on every machine and torch version (:attr:`VisionEncoder.fingerprint` is a
   SHA-256 of the weights and is checked against the reference value). It is not a
-  trained model: a random ViT whose features still keep colour, pattern and silhouette
-  of the demo catalogue linearly separable (see ``tests/test_vision.py``), so the whole
-  image pipeline runs offline. ``offline-random-siglip-tiny`` is a cheaper variant
+  trained model: a random ViT whose features keep the colour and pattern of the demo
+  catalogue's products linearly separable (the product shape less so; accuracies below,
+  test in ``tests/test_vision.py``), so the whole image pipeline runs offline. ``offline-random-siglip-tiny`` is a cheaper variant
   (1 layer, width 128) for fast tests.
 
 ``VisionEncoder.preprocess`` runs in DataLoader workers: it is a call to
@@ -223,8 +224,11 @@ class OfflineSpec:
 
 
 OFFLINE_ENCODERS: dict[str, OfflineSpec] = {
-    # widths chosen with a linear probe on the demo catalogue (see tests/test_vision.py):
-    # width matters most (more random features), depth hardly at all.
+    # Chosen with a ridge linear probe on the demo catalogue (70/30 split of the images):
+    # width matters most (more random features), depth and init scale hardly (a larger
+    # gain hurts). Held-out accuracy, small/trn 12k images, default / tiny encoder:
+    # colour 0.95 / 0.89 (chance 0.13), pattern 0.87 / 0.80 (chance 0.48),
+    # product type 0.38 / 0.29 (chance 0.11, 24 types).
     "offline-random-siglip": OfflineSpec(
         hidden_size=384, intermediate_size=1536, num_hidden_layers=1, num_attention_heads=6,
         sha256="76dc1569f2729cce925012de7e069a321c436b39fb43b4275e0113dce709fc5e",
@@ -303,8 +307,7 @@ def _create_offline(name: str, device, dtype) -> VisionEncoder:
         model = SiglipVisionModel(_siglip_config(spec))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = offline_state_dict(spec, shapes)
-    missing, unexpected = model.load_state_dict(state, strict=True), None
-    del missing, unexpected
+    model.load_state_dict(state, strict=True)
     sha = _weights_sha256(model.state_dict())
     if spec.sha256 is not None and sha != spec.sha256:
         log.warning(
