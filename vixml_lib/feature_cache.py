@@ -63,6 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataFormatError
+from .images import validate_image_map
 from .io_utils import read_json
 
 log = logging.getLogger(__name__)
@@ -170,24 +171,7 @@ def _remove_cache_files(folder: Path) -> None:
 
 def _validate_map(m: Any, n_images: int, where: str | Path) -> np.ndarray:
     """The map as int64 (n_items, max_images); every value must be in [-1, n_images)."""
-    arr = np.asarray(m)
-    if arr.dtype.kind not in "iu":
-        raise DataFormatError(where, f"image map must hold integers, found dtype {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise DataFormatError(where, f"image map must have shape (n_items, max_images), found {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = (arr < -1) | (arr >= n_images)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataFormatError(
-            where,
-            f"item row {int(r)} (0-based), column {int(c)}: image index {int(arr[r, c])} is out of range; the "
-            f"source has {n_images} images, so valid values are -1 (no image) or 0..{n_images - 1}; "
-            f"{int(bad.sum())} bad value(s) in all",
-        )
-    return arr
+    return validate_image_map(m, where, n_images=n_images, images_in="the source")
 
 
 def _items_using(m: np.ndarray):

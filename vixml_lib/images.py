@@ -236,25 +236,34 @@ def read_image_map(path: str | Path, n_items: int | None = None, n_images: int |
         raise DataFormatError(path, f"not a readable .npy array ({e})") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
         raise DataFormatError(path, "expected a .npy array, found an .npz archive")
+    return validate_image_map(arr, path, n_items=n_items, n_images=n_images)
+
+
+def validate_image_map(arr, where: str | Path, n_items: int | None = None, n_images: int | None = None,
+                       images_in: str = "the .bin") -> np.ndarray:
+    """Check an image map (integer dtype, shape ``(n_items, max_images)``, values in
+    ``[-1, n_images)``) and return it as contiguous ``int64``; errors name ``where``,
+    the item row and the bad value."""
+    arr = np.asarray(arr)
     if arr.dtype.kind not in "iu":
-        raise DataFormatError(path, f"image map must hold integers, found dtype {arr.dtype}")
+        raise DataFormatError(where, f"image map must hold integers, found dtype {arr.dtype}")
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[1] == 0:
-        raise DataFormatError(path, f"image map must have shape (n_items, max_images), found {arr.shape}")
-    arr = arr.astype(np.int64, copy=False)
+        raise DataFormatError(where, f"image map must have shape (n_items, max_images), found {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
     if n_items is not None and arr.shape[0] != n_items:
-        raise DataFormatError(path, f"image map has {arr.shape[0]} rows but there are {n_items} items")
+        raise DataFormatError(where, f"image map has {arr.shape[0]} rows but there are {n_items} items")
     bad = arr < -1
     if n_images is not None:
         bad |= arr >= n_images
     if bad.any():
         r, c = np.argwhere(bad)[0]
         valid = f"-1 or 0..{n_images - 1}" if n_images is not None else ">= -1"
-        extra = f" (the .bin has {n_images} images)" if n_images is not None else ""
+        extra = f" ({images_in} has {n_images} images)" if n_images is not None else ""
         raise DataFormatError(
-            path,
-            f"item row {int(r)} (0-based), column {int(c)}: image index {int(arr[r, c])} is invalid{extra}; "
+            where,
+            f"item row {int(r)} (0-based), column {int(c)}: image index {int(arr[r, c])} is out of range{extra}; "
             f"valid values are {valid}; {int(bad.sum())} bad value(s) in all",
         )
     return arr
