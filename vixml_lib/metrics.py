@@ -229,17 +229,23 @@ def _labels_at(X: sp.csr_matrix, pos: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- setup
+def _checked_pair(pred, true) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Both matrices as CSR, with the same shape (else a ValueError naming both shapes)."""
+    pred = _as_csr(pred, "pred")
+    true = _as_csr(true, "true")
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"shape mismatch: predictions have shape {pred.shape}, ground truth has "
+            f"shape {true.shape}")
+    return pred, true
+
+
 class _Setup:
     """Inputs checked and put in the form the vectorised code needs, plus the (pred
     position -> true value) join, computed once."""
 
     def __init__(self, pred, true):
-        pred = _as_csr(pred, "pred")
-        true = _as_csr(true, "true")
-        if pred.shape != true.shape:
-            raise ValueError(
-                f"shape mismatch: predictions have shape {pred.shape}, ground truth has "
-                f"shape {true.shape}")
+        pred, true = _checked_pair(pred, true)
         if pred.shape[0] == 0:
             raise ValueError("cannot evaluate an empty set of queries (0 rows)")
         if not pred.has_canonical_format:
@@ -460,12 +466,7 @@ def evaluate(pred, true, inv_psp=None, k: int = 5, recall_k=(100,),
     recall_k = tuple(int(r) for r in (recall_k or ()))
     if any(r < 1 for r in recall_k):
         raise ValueError(f"recall cut-offs must be >= 1, got {recall_k}")
-    pred = _as_csr(pred, "pred")
-    true = _as_csr(true, "true")
-    if pred.shape != true.shape:
-        raise ValueError(
-            f"shape mismatch: predictions have shape {pred.shape}, ground truth has "
-            f"shape {true.shape}")
+    pred, true = _checked_pair(pred, true)
     if filter_pairs is not None and len(filter_pairs):
         pred = formats.apply_filter(pred, filter_pairs)
     s = _Setup(pred, true)
