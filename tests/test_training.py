@@ -131,3 +131,17 @@ def test_train_command_reads_yaml_and_rejects_unknown_settings(tiny_data, tmp_pa
     cfg.write_text("data_dir: x\nepoch: 3\n")
     assert main(["train", "--config", str(cfg)]) == 2
     assert "unknown setting(s) epoch" in capsys.readouterr().err
+
+
+def test_saved_predictions_reproduce_the_final_metrics(tiny_data, tmp_path):
+    from vixml_lib.data import formats
+    from vixml_lib.metrics import evaluate, inverse_propensity
+
+    summary = train(tiny_config(tiny_data, tmp_path / "e", epochs=1, save_embeddings=True), progress=False)
+    ds = prepare_dataset(tiny_data)
+    pred = formats.read_predictions(tmp_path / "e" / "predictions_tst.npz")
+    again = evaluate(pred, ds.Y["tst"], inverse_propensity(ds.Y["trn"]), filter_pairs=ds.filters["tst"])
+    assert again == summary["final"]
+    emb = np.load(tmp_path / "e" / "embeddings_tst.npy", allow_pickle=False)
+    assert emb.shape[0] == ds.Y["tst"].shape[0]
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)

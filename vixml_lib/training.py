@@ -202,12 +202,12 @@ def sample_positive_labels(Y: sp.csr_matrix, rows: np.ndarray, rng: np.random.Ge
     if (counts == 0).any():
         raise ValueError("every training query in a batch needs at least one label")
     seg = np.repeat(np.arange(len(rows)), counts)
-    flat = Y.indices[np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])] if len(rows) else np.zeros(0, int)
+    first = np.cumsum(counts) - counts  # where each row's labels start in `flat`
+    flat = Y.indices[np.repeat(starts - first, counts) + np.arange(counts.sum())]
     keys = rng.gumbel(size=len(flat))
     if weights is not None:
         keys = keys + np.log(weights[flat])
     order = np.lexsort((-keys, seg))  # per segment, best key first
-    first = np.r_[0, np.cumsum(counts)[:-1]]
     return flat[order[first]]
 
 
@@ -379,6 +379,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         log.info("epoch 0 (no fine-tuning): P@1 %.2f", metrics["P@1"])
 
     model.train()
+    final_outputs = None  # embeddings and predictions of the final evaluation
     for epoch in range(state["epoch"], config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         torch.manual_seed(config.seed * 100_003 + epoch)
@@ -409,7 +410,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                  "train_seconds": round(time.perf_counter() - t0, 2)}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             t1 = time.perf_counter()
-            metrics, _ = evaluate_model(model, data, config, device)
+            metrics, final_outputs = evaluate_model(model, data, config, device)
             entry.update(eval_seconds=round(time.perf_counter() - t1, 2), **metrics)
             log.info("epoch %d: loss %.4f P@1 %.2f", epoch + 1, entry["loss"] or 0, metrics["P@1"])
         state["history"].append(entry)
@@ -421,7 +422,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                "template": model.template.name, "history": state["history"],
                "final": {k: v for k, v in final.items() if "@" in k}}
     if config.save_embeddings:
-        _, emb = evaluate_model(model, data, config, device)
+        # the last epoch's evaluation already encoded everything; a run resumed after its
+        # final epoch has not, so it encodes once here
+        emb = final_outputs if final_outputs is not None else evaluate_model(model, data, config, device)[1]
         for name in ("tst", "lbl"):
             with open(out / f"embeddings_{name}.npy.tmp", "wb") as f:
                 np.save(f, emb[name])
