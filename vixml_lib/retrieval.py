@@ -86,6 +86,14 @@ def as_exclude_csr(exclude, n_rows: int, n_labels: int) -> sp.csr_matrix | None:
     return m
 
 
+def _check_search(query_dim: int, label_dim: int, k: int) -> None:
+    """Inputs every search shares: vectors of one dimension, k >= 1."""
+    if query_dim != label_dim:
+        raise ValueError(f"dimension mismatch: queries {query_dim}, labels {label_dim}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
 def _auto_device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -135,10 +143,7 @@ def exact_topk(
     """
     q = _to_tensor(queries, "queries")
     lab = _to_tensor(labels, "labels")
-    if q.shape[1] != lab.shape[1]:
-        raise ValueError(f"dimension mismatch: queries {q.shape[1]}, labels {lab.shape[1]}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    _check_search(q.shape[1], lab.shape[1], k)
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     n, m = q.shape[0], lab.shape[0]
@@ -244,10 +249,7 @@ def faiss_topk(
     faiss = _faiss()
     qx = _to_numpy_f32(queries, "queries")
     lx = _to_numpy_f32(labels, "labels")
-    if qx.shape[1] != lx.shape[1]:
-        raise ValueError(f"dimension mismatch: queries {qx.shape[1]}, labels {lx.shape[1]}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    _check_search(qx.shape[1], lx.shape[1], k)
     n, d = qx.shape
     m = lx.shape[0]
     k_out = min(int(k), m)
