@@ -79,20 +79,17 @@ def tokenize_dataset(
     meta_path = out / "meta.json"
     sources = {s: fingerprint(data_dir / f"{s}.raw.txt") for s in splits}
     meta = read_json(meta_path) if meta_path.exists() else {}
+    same_cache = meta.get("backbone") == backbone and meta.get("max_len") == max_len
+    done = dict(meta.get("sources", {})) if same_cache else {}  # splits whose arrays match their source
     todo = [
         s
         for s in splits
-        if meta.get("sources", {}).get(s) != sources[s]
-        or not (out / f"{s}.ids.npy").exists()
-        or not (out / f"{s}.len.npy").exists()
+        if done.get(s) != sources[s] or not (out / f"{s}.ids.npy").exists() or not (out / f"{s}.len.npy").exists()
     ]
-    if meta and (meta.get("backbone") != backbone or meta.get("max_len") != max_len):
-        todo = list(splits)
     if not todo:
         log.info("token cache %s is up to date", out)
         return out
     tokenizer = tokenizer or load_tokenizer(backbone)
-    done = dict(meta.get("sources", {})) if not set(todo) == set(splits) else {}
     pad_id = None
     for s in todo:
         texts = formats.read_texts(data_dir / f"{s}.raw.txt", encoding=encoding)
