@@ -285,3 +285,29 @@ def test_attention_dropout_override_reaches_every_attention_module():
         assert ps and all(p == 0.0 for p in ps)
     default = create_model(tiny_model_config("encoder"))
     assert any(mod.dropout.p > 0 for mod in default.modules() if type(mod).__name__.endswith("SelfAttention"))
+
+
+def test_num_layers_keeps_the_first_layers():
+    full = tiny("encoder")
+    cut = tiny("encoder", num_layers=1)
+    ids, lens, _, _ = inputs()
+    with torch.no_grad():
+        ref = full.forward_details(ids, lens, output_hidden_states=True)
+        out = cut.forward_details(ids, lens)
+    # BERT has no final norm: the first layer's output of the full model is the cut model's output
+    assert torch.allclose(out.last_hidden_state, ref.hidden_states[1], atol=1e-5)
+    dec = tiny("decoder", num_layers=1)
+    assert dec._hf_model().config.num_hidden_layers == 1 and len(dec._hf_model().layers) == 1
+    with pytest.raises(ValueError, match="only 2 layers"):
+        tiny("decoder", num_layers=3)
+    with pytest.raises(ValueError, match="num_layers must be >= 1"):
+        ModelConfig(num_layers=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_template_mapping_takes_the_model_kind(kind):
+    m = tiny(kind, use_images=True, template={"order": "image_text", "text_prefix": False, "eos": False})
+    segs = m.template.segments
+    assert segs.index("images") < segs.index("title") and "text_prefix" not in segs
+    closing = "sep" if kind == "encoder" else "eos"
+    assert closing not in m.template.segments

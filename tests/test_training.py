@@ -145,3 +145,33 @@ def test_saved_predictions_reproduce_the_final_metrics(tiny_data, tmp_path):
     emb = np.load(tmp_path / "e" / "embeddings_tst.npy", allow_pickle=False)
     assert emb.shape[0] == ds.Y["tst"].shape[0]
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+
+
+def test_label_subproblem_keeps_rows_columns_and_filters_aligned():
+    Y_tst = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]], dtype=np.float32))
+    Y_trn = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    filt = np.array([[0, 0], [2, 3], [3, 1]])
+    for seed in range(20):
+        lbl, tst, Yt, Ys, f = training.subproblem(Y_trn, Y_tst, filt, seed, max_labels=2)
+        assert len(lbl) == 2 and Yt.shape == (4, 2)
+        # exactly the test queries with a kept label, their rows and columns unchanged
+        assert tst.tolist() == [r for r in range(4) if Y_tst[r][:, lbl].nnz]
+        assert (Ys != Y_tst[tst][:, lbl]).nnz == 0
+        expect = [[list(tst).index(r), list(lbl).index(c)] for r, c in filt if r in tst and c in lbl]
+        assert f.tolist() == expect
+    lbl, tst, *_ = training.subproblem(Y_trn, Y_tst, filt, 0, max_queries=3)
+    assert len(lbl) == 4 and len(tst) == 3
+    with pytest.raises(ValueError, match="max_labels"):
+        training.subproblem(Y_trn, Y_tst, filt, 0, max_labels=0)
+
+
+def test_training_on_a_label_subproblem_saves_the_items_it_used(tiny_data, tmp_path):
+    summary = train(tiny_config(tiny_data, tmp_path / "m", epochs=1, max_labels=60, eval_max_queries=40,
+                                save_embeddings=True), progress=False)
+    lbl = np.load(tmp_path / "m" / "items_lbl.npy", allow_pickle=False)
+    tst = np.load(tmp_path / "m" / "items_tst.npy", allow_pickle=False)
+    assert len(lbl) == 60 and len(tst) == 40
+    assert np.load(tmp_path / "m" / "embeddings_lbl.npy").shape[0] == 60
+    ds = prepare_dataset(tiny_data)
+    assert all(ds.Y["tst"][r][:, lbl].nnz for r in tst)
+    assert summary["final"]["P@1"] >= 0

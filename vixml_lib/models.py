@@ -116,6 +116,10 @@ class ModelConfig:
     # attention on CPU: with dropout it falls back to a path that builds the full
     # attention matrix (several times slower and more memory; benchmarks/bench_efficiency.py).
     attention_dropout: float | None = None
+    # keep only the backbone's first N transformer layers (None: all). A CPU budget knob:
+    # SmolLM2-135M's 30 layers encode ~30 items/s on 2 cores; its first 6 keep the
+    # pretrained embeddings, attention sink included, at a fifth of the cost.
+    num_layers: int | None = None
     trust_remote_code: bool = False
     seed: int = 0
 
@@ -128,6 +132,8 @@ class ModelConfig:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1 or None, got {self.num_layers}")
         if self.max_images < 0:
             raise ValueError(f"max_images must be >= 0, got {self.max_images}")
         if self.lora_target_modules is not None:
@@ -327,8 +333,31 @@ def _load_backbone(config: ModelConfig):
                 )
     if config.attention_dropout is not None:
         set_attention_dropout(model, config.attention_dropout)
+    if config.num_layers is not None:
+        keep_first_layers(model, config.num_layers)
     tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
     return model, tokenizer
+
+
+def keep_first_layers(model: nn.Module, n: int) -> nn.Module:
+    """Truncate a transformers backbone to its first ``n`` transformer layers, in place.
+
+    The layer stack is the module list whose length is ``config.num_hidden_layers``
+    (``layers`` for Llama/Qwen, ``encoder.layer`` for BERT); the config (and its per-layer
+    ``layer_types``, when present) is updated to match.
+    """
+    total = int(model.config.num_hidden_layers)
+    if n > total:
+        raise ValueError(f"num_layers={n}, but the backbone has only {total} layers")
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == total]
+    if not stacks:
+        raise ValueError(f"cannot find the layer list of {type(model).__name__} to keep {n} of {total} layers")
+    stack = stacks[0]
+    del stack[n:]
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:n]
+    return model
 
 
 def set_attention_dropout(model: nn.Module, p: float) -> int:
@@ -430,6 +459,8 @@ class DualEncoder(nn.Module):
         t = self.config.template
         if t == "auto":
             t = "encoder" if self.kind == "encoder" else ("text_image" if self.config.use_images else "text_only")
+        elif isinstance(t, Mapping) and "kind" not in t:  # make_template arguments: the model's kind
+            t = {**t, "kind": self.kind}
         return get_template(t, **self.config.template_overrides)
 
     def _hf_model(self):

@@ -47,7 +47,9 @@ class TrainConfig:
     # model: a preset of vixml_lib.models.MODEL_PRESETS, plus overrides of its ModelConfig
     model: str = "minilm-vixml"
     use_images: bool | None = None  # None: as the preset says
-    template: str | None = None  # None: the preset's (encoder / text_image ...)
+    # None: the preset's (encoder / text_image ...); a name of prompt.TEMPLATES; or a mapping
+    # of prompt.make_template arguments, e.g. {"order": "image_text", "eos": False}
+    template: str | dict | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     vision_encoder: str = "offline-random-siglip"  # name of the image feature cache to read
     max_len: int = 32
@@ -78,6 +80,9 @@ class TrainConfig:
     eval_every: int = 1
     eval_at_start: bool = True  # epoch 0 = the model without fine-tuning (zero-shot)
     eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries (quick CPU runs)
+    # a smaller problem for CPU budgets: a seeded sample of labels, and the queries that have
+    # one of them (training and evaluation); None: every label
+    max_labels: int | None = None
     k: int = 5
     recall_k: list[int] = field(default_factory=lambda: [100])
     retrieval: str = "exact"  # exact | faiss-flat | faiss-ivf
@@ -148,6 +153,8 @@ class TrainingData:
     Y_tst: sp.csr_matrix
     filter_tst: np.ndarray
     inv_psp: np.ndarray
+    items_tst: np.ndarray  # dataset row of each evaluated test query
+    items_lbl: np.ndarray  # dataset row of each label of the problem
 
     @property
     def n_labels(self) -> int:
@@ -166,6 +173,37 @@ def open_image_features(data_dir: Path, encoder: str, split: str):
     return FeatureCache.open(folder)
 
 
+def subproblem(Y_trn: sp.csr_matrix, Y_tst: sp.csr_matrix, filter_tst: np.ndarray, seed: int,
+               max_labels: int | None = None, max_queries: int | None = None):
+    """Seeded label and test-query subsets: ``(items_lbl, items_tst, Y_trn, Y_tst, filter_tst)``
+    with the matrices restricted to those columns / rows and the filter pairs renumbered.
+
+    ``max_labels`` keeps a uniform sample of labels and only the test queries that have one
+    of them; ``max_queries`` then samples the evaluated test queries.
+    """
+    n_tst, n_lbl = Y_tst.shape
+    items_lbl = np.arange(n_lbl)
+    items_tst = np.arange(n_tst)
+    if max_labels is not None and max_labels < 1:
+        raise ValueError(f"max_labels must be >= 1 or None, got {max_labels}")
+    if max_labels and max_labels < n_lbl:
+        items_lbl = np.sort(np.random.default_rng([seed, 1]).choice(n_lbl, max_labels, replace=False))
+        Y_trn, Y_tst = Y_trn[:, items_lbl].tocsr(), Y_tst[:, items_lbl].tocsr()
+        items_tst = np.flatnonzero(np.diff(Y_tst.indptr) > 0)
+    if max_queries and max_queries < len(items_tst):
+        items_tst = np.sort(np.random.default_rng(seed).choice(items_tst, max_queries, replace=False))
+    if len(items_tst) < n_tst:
+        Y_tst = Y_tst[items_tst]
+    new_row = np.full(n_tst, -1)
+    new_row[items_tst] = np.arange(len(items_tst))
+    new_col = np.full(n_lbl, -1)
+    new_col[items_lbl] = np.arange(len(items_lbl))
+    f = np.asarray(filter_tst, dtype=np.int64).reshape(-1, 2)
+    f = np.stack([new_row[f[:, 0]], new_col[f[:, 1]]], axis=1)
+    filter_tst = f[(f >= 0).all(axis=1)]
+    return items_lbl, items_tst, Y_trn, Y_tst, filter_tst
+
+
 def load_training_data(config: TrainConfig, model: DualEncoder) -> TrainingData:
     data_dir = Path(config.data_dir)
     ds = load_dataset(data_dir, encoding=config.encoding, images=False)
@@ -178,17 +216,16 @@ def load_training_data(config: TrainConfig, model: DualEncoder) -> TrainingData:
         if feats is not None and feats.n_items != len(tok):
             raise ValueError(f"image features of {s} have {feats.n_items} items, the dataset {len(tok)}")
         splits[s] = SplitInputs(tok.ids, tok.lengths, feats)
-    inv_psp = inverse_propensity(ds.Y["trn"], A=config.A, B=config.B)
-    Y_tst, filter_tst = ds.Y["tst"], ds.filters["tst"]
-    if config.eval_max_queries and config.eval_max_queries < Y_tst.shape[0]:
-        items = np.sort(np.random.default_rng(config.seed).choice(Y_tst.shape[0], config.eval_max_queries, replace=False))
-        splits["tst"].items = items
-        Y_tst = Y_tst[items]
-        new_row = np.full(ds.Y["tst"].shape[0], -1)
-        new_row[items] = np.arange(len(items))
-        keep = new_row[filter_tst[:, 0]] >= 0
-        filter_tst = np.stack([new_row[filter_tst[keep, 0]], filter_tst[keep, 1]], axis=1)
-    return TrainingData(splits, ds.Y["trn"], Y_tst, filter_tst, inv_psp)
+    items_lbl, items_tst, Y_trn, Y_tst, filter_tst = subproblem(
+        ds.Y["trn"], ds.Y["tst"], ds.filters["tst"], config.seed, config.max_labels, config.eval_max_queries)
+    inv_psp = inverse_propensity(ds.Y["trn"], A=config.A, B=config.B)[items_lbl]
+    if len(items_tst) < ds.Y["tst"].shape[0]:
+        splits["tst"].items = items_tst
+    if len(items_lbl) < ds.Y["trn"].shape[1]:
+        splits["lbl"].items = items_lbl
+        log.info("sub-problem: %d of %d labels, %d train queries with one of them, %d test queries",
+                 len(items_lbl), ds.Y["trn"].shape[1], int((np.diff(Y_trn.indptr) > 0).sum()), len(items_tst))
+    return TrainingData(splits, Y_trn, Y_tst, filter_tst, inv_psp, items_tst, items_lbl)
 
 
 # --------------------------------------------------------------------------- batches
@@ -430,6 +467,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 np.save(f, emb[name])
             (out / f"embeddings_{name}.npy.tmp").replace(out / f"embeddings_{name}.npy")
         formats.write_predictions(out / "predictions_tst.npz", emb["pred"])
+        for name, items in (("tst", data.items_tst), ("lbl", data.items_lbl)):  # dataset rows of the embeddings
+            with open(out / f"items_{name}.npy.tmp", "wb") as f:
+                np.save(f, items.astype(np.int64))
+            (out / f"items_{name}.npy.tmp").replace(out / f"items_{name}.npy")
     write_json(out / "metrics.json", summary)
     return summary
 
