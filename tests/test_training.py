@@ -175,3 +175,19 @@ def test_training_on_a_label_subproblem_saves_the_items_it_used(tiny_data, tmp_p
     ds = prepare_dataset(tiny_data)
     assert all(ds.Y["tst"][r][:, lbl].nnz for r in tst)
     assert summary["final"]["P@1"] >= 0
+
+
+def test_encode_sorts_by_length_but_returns_rows_in_their_order(tiny_data, tmp_path):
+    import torch
+
+    from vixml_lib.models import create_model
+
+    cfg = tiny_config(tiny_data, tmp_path / "enc")
+    model = create_model(cfg.model_config()).eval()
+    data = training.load_training_data(cfg, model)
+    rows = np.random.default_rng(0).permutation(len(data.splits["lbl"]))[:37]
+    emb = training.encode(model, data.splits["lbl"], batch_size=8, rows=rows)
+    with torch.no_grad():
+        ref = model(**data.splits["lbl"].batch(rows)).numpy()
+    assert emb.shape == ref.shape and np.allclose(emb, ref, atol=1e-5)
+    assert len(set(data.splits["lbl"].lengths(rows[:8]))) > 1  # the rows really differ in length

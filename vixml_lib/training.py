@@ -135,6 +135,10 @@ class SplitInputs:
     def __len__(self) -> int:
         return len(self.lens) if self.items is None else len(self.items)
 
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows) if self.items is None else self.items[np.asarray(rows)]
+        return np.asarray(self.lens[rows])
+
     def batch(self, rows: np.ndarray) -> dict[str, Any]:
         rows = np.asarray(rows) if self.items is None else self.items[np.asarray(rows)]
         out = {"title_ids": torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64)),
@@ -276,15 +280,23 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
 @torch.inference_mode()
 def encode(model: DualEncoder, inputs: SplitInputs, batch_size: int = 256, rows: np.ndarray | None = None,
            desc: str = "encode") -> np.ndarray:
-    """L2-normalised embeddings (float32) of the given rows of a split, in eval mode."""
+    """L2-normalised embeddings (float32) of the given rows of a split, in eval mode.
+
+    Rows are encoded in order of title length, so a batch pads to similar lengths (the
+    embeddings come back in the order of ``rows``)."""
     was_training = model.training
     model.eval()
     rows = np.arange(len(inputs)) if rows is None else np.asarray(rows)
+    order = np.argsort(inputs.lengths(rows), kind="stable")
     out = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False, unit="batch"):
-        out.append(model(**inputs.batch(rows[start:start + batch_size])).float().cpu().numpy())
+        out.append(model(**inputs.batch(rows[order[start:start + batch_size]])).float().cpu().numpy())
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    emb = np.empty((len(rows), out[0].shape[1]), np.float32)
+    emb[order] = np.concatenate(out)
+    return emb
 
 
 def retrieve(queries: np.ndarray, labels: np.ndarray, k: int, method: str, exclude: np.ndarray | None, device=None):
