@@ -124,3 +124,22 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     for run in ("minilm-vixml", "minilm-text"):
         assert (out / "train" / run / "config.yaml").exists() and (out / "train" / run / "embeddings_lbl.npy").exists()
     assert (out / "figures" / "03_learning_curves.png").exists()
+    # the decoder trained with both image placements
+    for run in ("smollm2-text_image", "smollm2-image_text"):
+        assert results[run]["template"] == run.split("-")[1] and results[run]["final"]["P@1"] >= 0
+    # 04: every placement measured; only the image-first one has an image at position 0
+    sinks = json.loads((out / "metrics.json").read_text())["04_attention_sink_analysis"]
+    first = {row["placement"]: row for row in sinks["summary"]}
+    assert set(first) >= {"text_image", "image_text", "image_first", "image_after_prefix", "text_only"}
+    assert first["image_first"]["position 0"] == "images" and first["text_image"]["position 0"] != "images"
+    for fig in ("04_sink_by_layer", "04_attention_map"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    # 06: the two runs paired on the same queries, static figures for the report
+    inspect = json.loads((out / "metrics.json").read_text())["06_retrieval_inspection"]
+    assert inspect["pair"]["n_common"] > 0
+    for fig in ("06_differences", "06_query_0", "06_embedding_map"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    # 05: the reduced grid, every cell trained
+    abl = json.loads((out / "metrics.json").read_text())["05_prompt_template_ablations"]
+    assert abl["cells"] == 6 and abl["failed"] == 0
+    assert (out / "ablations" / "results.csv").exists() and (out / "figures" / "05_ablations.png").stat().st_size > 1000

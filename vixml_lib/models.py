@@ -292,6 +292,15 @@ CACHE_GGUF_WEIGHTS = True
 _GGUF_CACHE: dict[tuple, tuple] = {}
 
 
+def _layer_index(name: str) -> int | None:
+    """The layer number in a parameter name such as ``layers.3.mlp.up_proj.weight``."""
+    parts = name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a in ("layers", "layer", "h") and b.isdigit():
+            return int(b)
+    return None
+
+
 def clear_backbone_cache() -> None:
     """Forget the in-memory copies of de-quantised GGUF backbones."""
     _GGUF_CACHE.clear()
@@ -314,9 +323,14 @@ def _load_backbone(config: ModelConfig):
         if src.gguf_file and key in _GGUF_CACHE:
             # de-quantising a GGUF file takes many seconds: rebuild from the kept weights
             hf_config, state = _GGUF_CACHE[key]
-            model = AutoModel.from_config(
-                copy.deepcopy(hf_config), attn_implementation=config.attn_implementation, dtype=dtype
-            )
+            hf_config = copy.deepcopy(hf_config)
+            n = config.num_layers
+            if n is not None and n < hf_config.num_hidden_layers:  # build only the layers kept
+                hf_config.num_hidden_layers = n
+                if isinstance(getattr(hf_config, "layer_types", None), list):
+                    hf_config.layer_types = hf_config.layer_types[:n]
+                state = {k: v for k, v in state.items() if _layer_index(k) is None or _layer_index(k) < n}
+            model = AutoModel.from_config(hf_config, attn_implementation=config.attn_implementation, dtype=dtype)
             model.load_state_dict(state, strict=True)
         else:
             model = AutoModel.from_pretrained(

@@ -323,7 +323,8 @@ def evaluate_model(model: DualEncoder, data: TrainingData, config: TrainConfig, 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _config_key(config: TrainConfig) -> dict:
+def config_key(config: TrainConfig) -> dict:
+    """The settings a checkpoint depends on (a resumed or reused run must match them)."""
     d = dataclasses.asdict(config)
     for k in ("out_dir", "resume", "device", "threads", "save_embeddings"):
         d.pop(k)
@@ -398,7 +399,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     train_rows = np.flatnonzero(np.diff(data.Y_trn.indptr) > 0)
     n_steps = steps_per_epoch(config, len(train_rows))
-    optimizer = torch.optim.AdamW(model.param_groups(config.lr, config.lr_image_proj, config.weight_decay))
+    # the fused kernel: one pass over all parameters (on a 2-core CPU ~7x faster per step than the default)
+    optimizer = torch.optim.AdamW(model.param_groups(config.lr, config.lr_image_proj, config.weight_decay),
+                                  fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(config.warmup_steps, config.epochs * n_steps))
     loss_fn = TripletLoss(k=config.num_negatives, margin=config.margin, dynamic_margin=config.dynamic_margin,
                           min_margin=config.min_margin, max_margin=config.max_margin, aggressive=config.aggressive)
@@ -411,7 +414,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         raise ValueError(f"positive_sampling must be uniform or propensity, not {config.positive_sampling!r}")
 
     ckpt = out / "checkpoint"
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "config": _config_key(config)}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "config": config_key(config)}
     clusters = None
     if config.resume and (ckpt / "state.json").exists():
         saved = read_json(ckpt / "state.json")
