@@ -465,7 +465,7 @@ def load_items(data_dir: str | Path, model, *, split: str = "lbl", n_items: int 
     of ``vision_encoder``, notebook 02)."""
     from .data import formats
     from .data.tokens import load_tokens, tokenize_dataset
-    from .training import open_image_features
+    from .training import SplitInputs, open_image_features
 
     data_dir = Path(data_dir)
     if not (data_dir / f"{split}.raw.txt").exists():
@@ -481,14 +481,7 @@ def load_items(data_dir: str | Path, model, *, split: str = "lbl", n_items: int 
         raise ValueError(f"{data_dir}: no item of {split!r} has an image")
     rng = np.random.default_rng(seed)
     items = np.sort(rng.choice(candidates, min(n_items, len(candidates)), replace=False))
-    lens = np.asarray(tok.lengths[items], dtype=np.int64)
-    width = max(1, int(lens.max()))
-    inputs: dict[str, Any] = {"title_ids": torch.from_numpy(np.asarray(tok.ids[items][:, :width], dtype=np.int64)),
-                              "title_lens": torch.from_numpy(lens)}
-    if feats is not None:
-        vec, mask = feats.read_batch(items)
-        inputs["image_vectors"] = torch.from_numpy(np.asarray(vec))
-        inputs["image_mask"] = torch.from_numpy(np.asarray(mask))
+    inputs = SplitInputs(tok.ids, tok.lengths, feats).batch(items)  # the tensors training reads
     texts = formats.read_texts(data_dir / f"{split}.raw.txt", encoding=encoding)
     return ItemSample(split, items, [texts[i] for i in items], inputs)
 

@@ -165,16 +165,21 @@ def _load_npy(path: Path, what: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def default_test_items(n_rows: int, n_test: int, config: dict, folder: Path) -> np.ndarray:
-    """The test rows a run evaluated when it saved no ``items_tst.npy``: all of them, or
-    the seeded sample of ``eval_max_queries`` that training draws (same rule as
-    :func:`vixml_lib.training.load_training_data`)."""
+def default_test_items(n_rows: int, Y_tst: sp.csr_matrix, config: dict, folder: Path) -> np.ndarray:
+    """The test rows a run evaluated when it saved no ``items_tst.npy``: all of them, or the
+    seeded sample training draws (:func:`vixml_lib.training.sample_subproblem`, from the
+    run's ``max_labels`` / ``eval_max_queries`` / ``seed``)."""
+    from .training import sample_subproblem
+
+    n_test = Y_tst.shape[0]
     if n_rows == n_test:
         return np.arange(n_test, dtype=np.int64)
-    m, seed = config.get("eval_max_queries"), config.get("seed", 0)
-    if m and int(m) == n_rows and n_rows < n_test:
-        log.warning("%s: no items_tst.npy; using the seeded sample of %d test queries training draws", folder, n_rows)
-        return np.sort(np.random.default_rng(seed).choice(n_test, int(m), replace=False)).astype(np.int64)
+    m, max_labels = config.get("eval_max_queries"), config.get("max_labels")
+    if m or max_labels:
+        items = sample_subproblem(Y_tst, config.get("seed", 0), max_labels, m)[1]
+        if len(items) == n_rows:
+            log.warning("%s: no items_tst.npy; using the seeded sample of %d test queries training draws", folder, n_rows)
+            return items.astype(np.int64)
     raise ValueError(f"{folder}: embeddings_tst.npy has {n_rows} rows but the dataset has {n_test} test queries "
                      f"(eval_max_queries={m}); without items_tst.npy the rows cannot be matched to queries")
 
@@ -249,7 +254,7 @@ def load_run(folder: str | Path, data_dir: str | Path | None = None, data: RunDa
                 raise DataFormatError(path, "repeated dataset rows")
             return items
         if split == "tst":
-            return default_test_items(n_rows, n_data, config, folder)
+            return default_test_items(n_rows, data.Y_tst, config, folder)
         if n_rows != n_data:
             raise DataFormatError(folder / "embeddings_lbl.npy", f"{n_rows} label rows but {data.path} has {n_data} "
                                                                  "labels (and there is no items_lbl.npy)")

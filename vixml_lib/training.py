@@ -177,6 +177,22 @@ def open_image_features(data_dir: Path, encoder: str, split: str):
     return FeatureCache.open(folder)
 
 
+def sample_subproblem(Y_tst: sp.csr_matrix, seed: int, max_labels: int | None = None,
+                      max_queries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded rule behind :func:`subproblem`: ``(items_lbl, items_tst)``, sorted dataset rows."""
+    n_tst, n_lbl = Y_tst.shape
+    items_lbl = np.arange(n_lbl)
+    items_tst = np.arange(n_tst)
+    if max_labels is not None and max_labels < 1:
+        raise ValueError(f"max_labels must be >= 1 or None, got {max_labels}")
+    if max_labels and max_labels < n_lbl:
+        items_lbl = np.sort(np.random.default_rng([seed, 1]).choice(n_lbl, max_labels, replace=False))
+        items_tst = np.flatnonzero(np.diff(Y_tst[:, items_lbl].tocsr().indptr) > 0)
+    if max_queries and max_queries < len(items_tst):
+        items_tst = np.sort(np.random.default_rng(seed).choice(items_tst, max_queries, replace=False))
+    return items_lbl, items_tst
+
+
 def subproblem(Y_trn: sp.csr_matrix, Y_tst: sp.csr_matrix, filter_tst: np.ndarray, seed: int,
                max_labels: int | None = None, max_queries: int | None = None):
     """Seeded label and test-query subsets: ``(items_lbl, items_tst, Y_trn, Y_tst, filter_tst)``
@@ -186,16 +202,9 @@ def subproblem(Y_trn: sp.csr_matrix, Y_tst: sp.csr_matrix, filter_tst: np.ndarra
     of them; ``max_queries`` then samples the evaluated test queries.
     """
     n_tst, n_lbl = Y_tst.shape
-    items_lbl = np.arange(n_lbl)
-    items_tst = np.arange(n_tst)
-    if max_labels is not None and max_labels < 1:
-        raise ValueError(f"max_labels must be >= 1 or None, got {max_labels}")
-    if max_labels and max_labels < n_lbl:
-        items_lbl = np.sort(np.random.default_rng([seed, 1]).choice(n_lbl, max_labels, replace=False))
+    items_lbl, items_tst = sample_subproblem(Y_tst, seed, max_labels, max_queries)
+    if len(items_lbl) < n_lbl:
         Y_trn, Y_tst = Y_trn[:, items_lbl].tocsr(), Y_tst[:, items_lbl].tocsr()
-        items_tst = np.flatnonzero(np.diff(Y_tst.indptr) > 0)
-    if max_queries and max_queries < len(items_tst):
-        items_tst = np.sort(np.random.default_rng(seed).choice(items_tst, max_queries, replace=False))
     if len(items_tst) < n_tst:
         Y_tst = Y_tst[items_tst]
     new_row = np.full(n_tst, -1)
