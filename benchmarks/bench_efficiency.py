@@ -67,7 +67,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vixml_lib.losses import TripletLoss  # noqa: E402
-from vixml_lib.models import create_model, tiny_model_config  # noqa: E402
+from vixml_lib.models import create_model  # noqa: E402
+from vixml_lib.testing import tiny_model_config  # noqa: E402
 
 MAX_IMAGES = 3
 VLM_TOKENS_PER_IMAGE = 256
@@ -141,7 +142,7 @@ def token_id_range(model) -> tuple[int, int]:
 def extend_positions(model, length: int) -> bool:
     """Enlarge an absolute position-embedding table (BERT-like) to ``length`` rows by
     tiling its rows; returns whether it did. For timing only (see module docstring)."""
-    emb = getattr(model._hf_model(), "embeddings", None)
+    emb = getattr(model.base_model, "embeddings", None)
     table = getattr(emb, "position_embeddings", None)
     if not isinstance(table, nn.Embedding) or table.num_embeddings >= length:
         return False
@@ -154,7 +155,7 @@ def extend_positions(model, length: int) -> bool:
     emb.position_ids = torch.arange(length, device=old.device).expand(1, -1)
     if hasattr(emb, "token_type_ids"):
         emb.token_type_ids = torch.zeros(1, length, dtype=torch.long, device=old.device)
-    model._hf_model().config.max_position_embeddings = length
+    model.base_model.config.max_position_embeddings = length
     return True
 
 
@@ -228,7 +229,7 @@ def measure(model, q_in, l_in, args, device: torch.device) -> dict:
         res["train_ms"] = "OOM"
     res["train_peak_gib"] = _peak_gib(device)
     opt.zero_grad(set_to_none=True)
-    del opt
+    opt = None  # free the optimizer state before the next configuration
     _free(device)
 
     model.eval()

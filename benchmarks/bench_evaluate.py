@@ -32,8 +32,8 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vixml_lib.data import formats  # noqa: E402
 from vixml_lib import metrics  # noqa: E402
+from vixml_lib.data import formats  # noqa: E402
 
 N_LABELS = 131_072
 N_TEST = 100_000
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         out = json.loads((folder / "out.json").read_text())
         print("metrics:", json.dumps({k: round(v, 2) for k, v in out.items()}))
         per = [stages(folder) for _ in range(args.runs)]
-        print("in-process stages (best of %d):" % args.runs)
+        print(f"in-process stages (best of {args.runs}):")
         for name in per[0]:
             print(f"  {name:<13} {min(p[name] for p in per):7.3f} s")
         print(f"  {'total':<13} {min(sum(p.values()) for p in per):7.3f} s")

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -72,29 +71,6 @@ def _rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-class _BinSource:
-    """Minimal image source over the authors' ``.bin`` layout (used if image_sources is missing)."""
-
-    def __init__(self, bin_path, map_path):
-        from vixml_lib.images import ImageBin
-
-        self.bin_path, self.map_path = Path(bin_path), Path(map_path)
-        self._bin = ImageBin(self.bin_path)
-        self.image_map = np.load(self.map_path, allow_pickle=False)
-
-    def __len__(self):
-        return len(self._bin)
-
-    def load(self, j):
-        return self._bin.image(j)
-
-    def fingerprint(self):
-        h = hashlib.sha256()
-        for p in (self.bin_path, self.map_path):
-            h.update(p.read_bytes())
-        return h.hexdigest()
-
-
 class _Prefix:
     """The first ``n`` images of a source, one image per item."""
 
@@ -112,88 +88,95 @@ class _Prefix:
         return f"{self.src.fingerprint()}:first{self.n}"
 
 
+def _forward_only(enc, batches: list, n: int, cpu_ms: list) -> float:
+    """Images/s of the encoder's forward pass alone over ``batches`` (preprocessed pixels)."""
+    c0, t = _cpu_seconds(), time.perf_counter()
+    for b in batches:
+        enc.encode(b)
+    rate = n / (time.perf_counter() - t)
+    cpu_ms.append(1000 * (_cpu_seconds() - c0) / n)
+    return rate
+
+
+def _full_path(src, enc, out: Path, args, n: int, cpu_ms: list) -> float:
+    """Images/s of the whole caching path (``build_feature_cache``) into ``out`` (deleted after)."""
+    from vixml_lib.images.cache_build import build_feature_cache
+
+    c0, t = _cpu_seconds(), time.perf_counter()
+    build_feature_cache(src, enc, out, batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
+    rate = n / (time.perf_counter() - t)
+    cpu_ms.append(1000 * (_cpu_seconds() - c0) / n)  # workers included once reaped
+    shutil.rmtree(out)
+    return rate
+
+
+def _interleaved_rounds(src, enc, work: Path, args, n: int) -> dict:
+    """Rounds (forward, full, forward), so that a busy machine affects both alike; each round's
+    ratio compares the full path with the forward passes just before and after it."""
+    import torch
+
+    # forward pass alone, on already decoded + preprocessed tensors
+    px = torch.cat([enc.preprocess([src.load(j) for j in range(s, min(n, s + args.batch_size))])
+                    for s in range(0, n, args.batch_size)])
+    batches = list(px.split(args.batch_size))
+    del px
+    enc.encode(batches[0])  # warm-up
+    cpu = {"forward": [], "full": []}
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    fwd, full, ratios = [], [], []
+    f_prev = _forward_only(enc, batches, n, cpu["forward"])
+    fwd.append(f_prev)
+    for r in range(args.repeats):
+        c = _full_path(src, enc, work / f"cache{r}", args, n, cpu["full"])
+        f_next = _forward_only(enc, batches, n, cpu["forward"])
+        full.append(c)
+        fwd.append(f_next)
+        ratios.append(c / ((f_prev + f_next) / 2))
+        f_prev = f_next
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"fwd": fwd, "full": full, "ratios": ratios, "cpu": cpu, "load": (load0, load1)}
+
+
+def _throughput_report(n: int, rounds: dict) -> dict:
+    """Summarise and print the rounds of :func:`_interleaved_rounds`."""
+    fwd, full, ratios, cpu = rounds["fwd"], rounds["full"], rounds["ratios"], rounds["cpu"]
+    load0, load1 = rounds["load"]
+    f_best, c_best = max(fwd), max(full)
+    res = {"images": n, "forward_only_img_s": round(f_best, 1), "full_path_img_s": round(c_best, 1),
+           "ratio_of_bests": round(c_best / f_best, 3), "median_round_ratio": round(float(np.median(ratios)), 3),
+           "forward_runs": [round(x, 1) for x in fwd], "full_runs": [round(x, 1) for x in full],
+           "round_ratios": [round(x, 3) for x in ratios], "load_average": [round(load0, 2), round(load1, 2)],
+           "cpu_ms_per_image_forward": round(float(np.median(cpu["forward"])), 3),
+           "cpu_ms_per_image_full": round(float(np.median(cpu["full"])), 3)}
+    print(f"[throughput] forward pass alone: best {f_best:.1f} images/s (runs: {res['forward_runs']})")
+    print(f"[throughput] whole caching path: best {c_best:.1f} images/s (runs: {res['full_runs']})")
+    print(f"[throughput] ratio full / forward: {res['ratio_of_bests']:.3f} (bests), "
+          f"{res['median_round_ratio']:.3f} (median of rounds {res['round_ratios']}); target >= 0.9; "
+          f"load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs", flush=True)
+    print(f"[throughput] CPU time per image (median, all processes): forward alone "
+          f"{res['cpu_ms_per_image_forward']:.2f} ms, whole path {res['cpu_ms_per_image_full']:.2f} ms "
+          f"(CPU-time ratio {res['cpu_ms_per_image_forward'] / res['cpu_ms_per_image_full']:.3f})", flush=True)
+    return res
+
+
 def bench_throughput(args) -> dict:
     import torch
 
     from vixml_lib.data.demo import make_demo_dataset
-    from vixml_lib.feature_cache import build_feature_cache
-    from vixml_lib.vision import create_vision_encoder
+    from vixml_lib.images.encoders import create_vision_encoder
+    from vixml_lib.images.sources import bin_source_for_split
 
     work = Path(tempfile.mkdtemp(prefix="vixml-bench-cache-", dir=args.tmp))
     try:
         data_dir = Path(args.data_dir) if args.data_dir else make_demo_dataset(work / "demo", args.preset)
-        bin_path = data_dir / f"{args.split}_imgs_384_3.bin"
-        map_path = data_dir / f"{args.split}_imgs_384_3_map.npy"
-        try:
-            from vixml_lib.image_sources import BinImageSource
-
-            src = BinImageSource(bin_path, map_path)
-        except ImportError:
-            src = _BinSource(bin_path, map_path)
+        src = bin_source_for_split(data_dir, args.split)
         n = len(src) if args.n_images is None else min(args.n_images, len(src))
         src = _Prefix(src, n)
         enc = create_vision_encoder(args.encoder)
         print(f"[throughput] {args.encoder} (dim {enc.dim}, {enc.image_size} px) on {n} images of "
               f"{data_dir.name}/{args.split}; batch {args.batch_size}, {args.num_workers} workers, "
               f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
-
-        # forward pass alone, on already decoded + preprocessed tensors
-        px = torch.cat([enc.preprocess([src.load(j) for j in range(s, min(n, s + args.batch_size))])
-                        for s in range(0, n, args.batch_size)])
-        batches = list(px.split(args.batch_size))
-        enc.encode(batches[0])  # warm-up
-
-        cpu = {"forward": [], "full": []}
-
-        def forward_only() -> float:
-            c0, t = _cpu_seconds(), time.perf_counter()
-            for b in batches:
-                enc.encode(b)
-            rate = n / (time.perf_counter() - t)
-            cpu["forward"].append(1000 * (_cpu_seconds() - c0) / n)
-            return rate
-
-        def full_path(r: int) -> float:
-            out = work / f"cache{r}"
-            c0, t = _cpu_seconds(), time.perf_counter()
-            build_feature_cache(src, enc, out, batch_size=args.batch_size, num_workers=args.num_workers,
-                                progress=False)
-            rate = n / (time.perf_counter() - t)
-            cpu["full"].append(1000 * (_cpu_seconds() - c0) / n)  # workers included once reaped
-            shutil.rmtree(out)
-            return rate
-
-        # interleaved rounds (forward, full, forward), so that a busy machine affects both alike;
-        # each round's ratio compares the full path with the forward passes just before and after it
-        load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        fwd, full, ratios = [], [], []
-        f_prev = forward_only()
-        fwd.append(f_prev)
-        for r in range(args.repeats):
-            c = full_path(r)
-            f_next = forward_only()
-            full.append(c)
-            fwd.append(f_next)
-            ratios.append(c / ((f_prev + f_next) / 2))
-            f_prev = f_next
-        del px, batches
-        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        f_best, c_best = max(fwd), max(full)
-        res = {"images": n, "forward_only_img_s": round(f_best, 1), "full_path_img_s": round(c_best, 1),
-               "ratio_of_bests": round(c_best / f_best, 3), "median_round_ratio": round(float(np.median(ratios)), 3),
-               "forward_runs": [round(x, 1) for x in fwd], "full_runs": [round(x, 1) for x in full],
-               "round_ratios": [round(x, 3) for x in ratios], "load_average": [round(load0, 2), round(load1, 2)],
-               "cpu_ms_per_image_forward": round(float(np.median(cpu["forward"])), 3),
-               "cpu_ms_per_image_full": round(float(np.median(cpu["full"])), 3)}
-        print(f"[throughput] forward pass alone: best {f_best:.1f} images/s (runs: {res['forward_runs']})")
-        print(f"[throughput] whole caching path: best {c_best:.1f} images/s (runs: {res['full_runs']})")
-        print(f"[throughput] ratio full / forward: {res['ratio_of_bests']:.3f} (bests), "
-              f"{res['median_round_ratio']:.3f} (median of rounds {res['round_ratios']}); target >= 0.9; "
-              f"load average {load0:.2f} -> {load1:.2f} on {os.cpu_count()} CPUs", flush=True)
-        print(f"[throughput] CPU time per image (median, all processes): forward alone "
-              f"{res['cpu_ms_per_image_forward']:.2f} ms, whole path {res['cpu_ms_per_image_full']:.2f} ms "
-              f"(CPU-time ratio {res['cpu_ms_per_image_forward'] / res['cpu_ms_per_image_full']:.3f})", flush=True)
-        return res
+        return _throughput_report(n, _interleaved_rounds(src, enc, work, args, n))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -206,7 +189,8 @@ def bench_throughput(args) -> dict:
 def write_synthetic_cache(folder: Path, n_items: int, max_images: int, dim: int, seed: int = 0,
                           sparse: bool = False) -> None:
     """A finished cache in the feature-cache format with random vectors (written in 64 MiB chunks)."""
-    from vixml_lib.feature_cache import FORMAT, FORMAT_VERSION
+    from vixml_lib.images.cache import FAILURES, HEADER, MAP, VALID, VECTORS
+    from vixml_lib.images.cache_write import cache_key, json_bytes, new_header
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -218,7 +202,7 @@ def write_synthetic_cache(folder: Path, n_items: int, max_images: int, dim: int,
     rows_per_chunk = max(1, (64 << 20) // row_bytes)
     block = rng.standard_normal((rows_per_chunk, dim), dtype=np.float32).astype("<f2")
     t = time.perf_counter()
-    with open(folder / "vectors.f16", "wb") as f:
+    with open(folder / VECTORS, "wb") as f:
         f.truncate(count * row_bytes)
         if not sparse:
             for s in range(0, count, rows_per_chunk):
@@ -226,14 +210,13 @@ def write_synthetic_cache(folder: Path, n_items: int, max_images: int, dim: int,
                 b = block[: e - s]
                 b[0, 0] = np.float16(s % 1000)  # make chunks differ a little
                 f.write(b.tobytes())
-    np.save(folder / "map.npy", m, allow_pickle=False)
-    np.save(folder / "valid.npy", np.ones(count, dtype=np.bool_), allow_pickle=False)
-    (folder / "failures.jsonl").write_bytes(b"")
-    header = dict(format=FORMAT, format_version=FORMAT_VERSION, encoder="synthetic", encoder_fingerprint="synthetic",
-                  dim=dim, count=count, n_items=n_items, max_images=max_images, source_fingerprint="synthetic",
-                  map_sha256="", dtype="float16", byte_order="little", vectors_file="vectors.f16", batch_size=0,
-                  chunk_size=0, origin="synthetic", failures=0, finished=True)
-    (folder / "header.json").write_text(json.dumps(header, indent=2) + "\n")
+    np.save(folder / MAP, m, allow_pickle=False)
+    np.save(folder / VALID, np.ones(count, dtype=np.bool_), allow_pickle=False)
+    (folder / FAILURES).write_bytes(b"")
+    header = new_header(cache_key("synthetic", "synthetic", dim, count, m, "synthetic"), batch_size=0, chunk_size=0,
+                        origin="synthetic")
+    header["finished"] = True
+    (folder / HEADER).write_bytes(json_bytes(header))
     print(f"[rss] wrote {count * row_bytes / 2**30:.2f} GiB synthetic cache ({n_items} items x {max_images} x {dim}) "
           f"in {time.perf_counter() - t:.1f} s{' (sparse)' if sparse else ''}", flush=True)
 
@@ -244,7 +227,7 @@ def read_phase(folder: str, batches: int, batch_items: int, seed: int, method: s
     ``method``: "read_batch" (FeatureCache.read_batch: positioned reads) or "memmap"
     (the naive alternative: fancy indexing of the memory-mapped matrix), for comparison.
     """
-    from vixml_lib.feature_cache import FeatureCache
+    from vixml_lib.images.cache import FeatureCache
 
     base = _peak_rss_mb()
     cache = FeatureCache.open(folder)
@@ -302,7 +285,8 @@ def bench_rss(args) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("throughput")
     g.add_argument("--encoder", default="offline-random-siglip")
     g.add_argument("--preset", default="small", help="demo preset generated for the source (tiny: 32 px, small: 64 px)")

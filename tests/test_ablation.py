@@ -76,7 +76,8 @@ def test_grid_settings_are_checked_and_any_template_argument_can_be_a_factor():
 def tiny_data(tmp_path_factory):
     """The tiny demo with an image feature cache of seeded random vectors (the grid only
     reads features; building them with a vision encoder is tested elsewhere)."""
-    from vixml_lib.feature_cache import feature_cache_dir, import_authors_features
+    from vixml_lib.images.authors import import_authors_features
+    from vixml_lib.images.cache import feature_cache_dir
 
     d = tmp_path_factory.mktemp("data") / "demo-tiny"
     make_demo_dataset(d, preset="tiny", seed=0)
@@ -98,7 +99,8 @@ def test_grid_trains_every_cell_once_reports_failures_and_reuses_caches(tiny_dat
                         or real_tokenize(tok, texts, *a, **k))
     trained = []
     real_train = training.train
-    monkeypatch.setattr(training, "train", lambda config, **k: trained.append(config.out_dir) or real_train(config, **k))
+    monkeypatch.setattr(training, "train",
+                        lambda config, **k: trained.append(config.out_dir) or real_train(config, **k))
     features = sorted(p for p in (tiny_data / "features").rglob("*") if p.is_file())
     mtimes = [p.stat().st_mtime_ns for p in features]
 

@@ -1,4 +1,4 @@
-"""Tests for vixml_lib.data.demo: the bundled deterministic multimodal catalogue."""
+"""Tests for vixml_lib.data.demo (the package): the bundled deterministic multimodal catalogue."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vixml_lib.data import demo
-from vixml_lib.data.demo import META_FILE, PRESETS, DemoSpec, demo_files, make_demo_dataset
+from vixml_lib.data.demo import META_FILE, PRESETS, DemoSpec, build, catalogue, demo_files, make_demo_dataset
+from vixml_lib.data.demo.vocabulary import COLOURS, TYPES
 from vixml_lib.images import ImageBin, image_counts, read_image_map
 
 SPLITS = ("trn", "tst", "lbl")
@@ -127,10 +127,8 @@ def test_image_maps_and_decoding(tiny):
 
 def test_images_show_the_variant_colour(tiny):
     """A plain label's views show its colour: the median foreground pixel is nearest to it."""
-    from vixml_lib.data.demo import _COLOURS
-
-    ref = np.array([rgb for _, rgb in _COLOURS], dtype=float)
-    names = [name for name, _ in _COLOURS]
+    ref = np.array([rgb for _, rgb in COLOURS], dtype=float)
+    names = [name for name, _ in COLOURS]
     ok = total = 0
     for i, a in enumerate(tiny.attrs["lbl"]):
         if a["pattern"] != "plain":
@@ -169,7 +167,8 @@ def test_long_tailed_label_frequencies(tiny):
 
 
 def test_filter_pairs_are_self_pairs_not_in_targets(tiny):
-    for split, fname, lo, hi in (("tst", "filter_labels_test.txt", 0.03, 0.05), ("trn", "filter_labels_train.txt", 0.0, 0.05)):
+    for split, fname, lo, hi in (("tst", "filter_labels_test.txt", 0.03, 0.05),
+                                 ("trn", "filter_labels_train.txt", 0.0, 0.05)):
         pairs = _filter(tiny.root / fname)
         n = len(tiny.items[split])
         assert lo * n <= len(pairs) <= hi * n + 1, (split, len(pairs))
@@ -217,9 +216,7 @@ def test_titles_cannot_tell_variants_apart(tiny):
 
 
 def test_queries_mostly_use_synonyms(tiny):
-    from vixml_lib.data.demo import _TYPES
-
-    label_word = {t[0]: t[2].lower() for t in _TYPES}
+    label_word = {t[0]: t[2].lower() for t in TYPES}
     syn = [int(a["title_uses_synonym"]) for a in tiny.attrs["tst"] if int(a["copy_of_label"]) < 0]
     assert 0.5 <= np.mean(syn) <= 0.95
     for q, a in zip(tiny.items["tst"], tiny.attrs["tst"]):
@@ -232,7 +229,7 @@ def test_reuses_complete_build_without_rebuilding(tiny, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("must not rebuild")
 
-    monkeypatch.setattr(demo, "_build", boom)
+    monkeypatch.setattr(build, "_build", boom)
     assert make_demo_dataset(tiny.root, "tiny", seed=0) == tiny.root
 
 
@@ -274,7 +271,7 @@ def test_crash_leaves_nothing(tmp_path, monkeypatch):
     def crash(self, *a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(demo._Builder, "render_item", crash)
+    monkeypatch.setattr(catalogue.Builder, "render_item", crash)
     with pytest.raises(RuntimeError, match="simulated"):
         make_demo_dataset(tmp_path / "x", "tiny")
     assert list(tmp_path.iterdir()) == []

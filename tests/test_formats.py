@@ -1,5 +1,5 @@
 """Tests of vixml_lib.data.formats: round trips, the exact error messages, atomic writes
-and the vectorised fast path of read_xy."""
+and the vectorised fast path of read_xy (vixml_lib.data.parsing)."""
 import os
 import time
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from vixml_lib.data import formats
+from vixml_lib.data import formats, parsing
 from vixml_lib.errors import DataFormatError
 
 
@@ -118,7 +118,7 @@ def test_xy_fast_path_used_and_fast(tmp_path, monkeypatch):
     def no_slow(*a, **k):
         raise AssertionError("slow path taken for a valid file")
 
-    monkeypatch.setattr(formats, "_xy_slow", no_slow)
+    monkeypatch.setattr(parsing, "_xy_slow", no_slow)
     best = float("inf")
     for _ in range(2):
         t0 = time.process_time()  # CPU time: robust to other jobs on the machine
@@ -134,14 +134,14 @@ def test_xy_fast_path_used_and_fast(tmp_path, monkeypatch):
 def test_xy_fast_and_slow_paths_agree(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     rows = []
-    for i in range(200):
+    for _ in range(200):
         labs = rng.choice(1000, size=rng.integers(0, 8), replace=False)
         vals = rng.choice(["1", "1.0", "0.5", "2.25e-1", "3"], size=labs.size)
         rows.append(" ".join(f"{l}:{v}" for l, v in zip(labs, vals)))
     p = write(tmp_path / "Y.txt", "200 1000\n" + "\n".join(rows) + "\n")
     fast = formats.read_xy(p)
-    monkeypatch.setattr(formats, "_xy_fast", lambda *a: (_ for _ in ()).throw(
-        formats._FastPathFailed()))
+    monkeypatch.setattr(parsing, "_xy_fast", lambda *a: (_ for _ in ()).throw(
+        parsing._FastPathFailed()))
     slow = formats.read_xy(p)
     assert (fast != slow).nnz == 0
     np.testing.assert_array_equal(fast.indptr, slow.indptr)

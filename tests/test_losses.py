@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from vixml_lib.losses import (
+    LossConfig,
     TripletLoss,
     mine_hard_negatives,
-    sample_positives,
     triplet_loss_from_scores,
 )
 
@@ -45,19 +45,19 @@ def test_hard_negative_selection_skips_all_positives():
 def test_fixed_margin_hand_computed():
     # q0: s_p=.9: [.85-.9+.3]+ = .25, [.5-.9+.3]+ = 0 -> .25
     # q1: s_p=.6: [.65-.6+.3]+ = .35, [.55-.6+.3]+ = .25 -> .60
-    loss, stats = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3)
+    loss, stats = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3, dynamic_margin=False)
     assert loss.item() == pytest.approx((0.25 + 0.60) / 2, abs=1e-6)
     assert stats["active_frac"].item() == pytest.approx(3 / 4)
     assert stats["s_p"].item() == pytest.approx(0.75)
     assert stats["s_n"].item() == pytest.approx((0.85 + 0.5 + 0.65 + 0.55) / 4)
     assert stats["n_neg"].item() == pytest.approx(2.0)
-    per_query, _ = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3, reduction="none")
+    per_query, _ = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3, dynamic_margin=False, reduction="none")
     assert per_query.tolist() == pytest.approx([0.25, 0.60], abs=1e-6)
 
 
 def test_module_matches_and_returns_stats():
     q, l = embeddings(S)
-    fn = TripletLoss(k=2, margin=0.3)
+    fn = TripletLoss(k=2, margin=0.3, dynamic_margin=False)
     loss = fn(q, l, T, POS)
     assert loss.item() == pytest.approx(0.425, abs=1e-6)
     loss2, stats = fn(q, l, T, POS, return_stats=True)
@@ -93,10 +93,10 @@ def test_aggressive_weighting_hand_computed():
     # q1: violators .65 (.35) and .55 (.25): weights e^6.5, e^5.5 normalised
     w1 = math.exp(6.5) / (math.exp(6.5) + math.exp(5.5))
     expected = (0.25 + 0.35 * w1 + 0.25 * (1 - w1)) / 2
-    loss, _ = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3, aggressive=True, tau=0.1)
+    loss, _ = triplet_loss_from_scores(S, T, POS, k=2, margin=0.3, dynamic_margin=False, aggressive=True, tau=0.1)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     # with k=3, q0's third negative (.1) is not a violator and gets weight 0
-    loss3, _ = triplet_loss_from_scores(S, T, POS, k=3, margin=0.3, aggressive=True, tau=0.1)
+    loss3, _ = triplet_loss_from_scores(S, T, POS, k=3, margin=0.3, dynamic_margin=False, aggressive=True, tau=0.1)
     # q1's third negative (.3): .3-.6+.3 = 0 -> not a violator either
     assert loss3.item() == pytest.approx(expected, abs=1e-6)
 
@@ -120,7 +120,7 @@ def test_gradients_flow_to_both_towers():
     t = torch.zeros(4, 6, dtype=torch.bool)
     t[torch.arange(4), torch.arange(4)] = True
     t[0, 5] = True
-    for kw in ({}, {"dynamic_margin": True}, {"aggressive": True}):
+    for kw in ({"dynamic_margin": False}, {"dynamic_margin": True}, {"dynamic_margin": False, "aggressive": True}):
         fn = TripletLoss(k=3, margin=1.5, **kw)  # margin large: every triplet active
         loss = fn(q, l, t, torch.arange(4))
         loss.backward()
@@ -134,7 +134,7 @@ def test_k_larger_than_available_negatives():
     s = torch.cat([S, torch.tensor([[0.3, 0.2, 0.4, 0.9, 0.5]])])
     t = torch.cat([T, torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.bool)])
     pos = torch.tensor([0, 1, 3])
-    loss, stats = triplet_loss_from_scores(s, t, pos, k=10, margin=0.3)
+    loss, stats = triplet_loss_from_scores(s, t, pos, k=10, margin=0.3, dynamic_margin=False)
     # q0 negatives {.85, .5, .1}: .25 ; q1 {.65, .55, .3, .2}: .35+.25 ; q2 {.5}: 0
     assert loss.item() == pytest.approx((0.25 + 0.60 + 0.0) / 3, abs=1e-6)
     assert stats["n_neg"].item() == pytest.approx((3 + 4 + 1) / 3)
@@ -149,47 +149,14 @@ def test_k_larger_than_available_negatives():
 def test_sampled_positive_is_masked_even_if_target_misses_it():
     t = torch.tensor([[0, 0, 1, 0, 0]], dtype=torch.bool)
     idx, _ = mine_hard_negatives(S[:1], t, k=4)
-    loss, _ = triplet_loss_from_scores(S[:1], t, torch.tensor([0]), k=4, margin=0.3)
+    loss, _ = triplet_loss_from_scores(S[:1], t, torch.tensor([0]), k=4, margin=0.3, dynamic_margin=False)
     # label 0 (the sampled positive) is never its own negative: negatives .85, .5, .1
     assert loss.item() == pytest.approx(0.25, abs=1e-6)
 
 
-def test_sample_positives_uniform_and_propensity():
-    b = 4000
-    t = torch.zeros(b, 4, dtype=torch.bool)
-    t[:, 0] = t[:, 2] = True
-    g = torch.Generator().manual_seed(0)
-    p = sample_positives(t, generator=g)
-    assert set(p.unique().tolist()) <= {0, 2}
-    assert (p == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
-    # propensities .1 / .9 -> inverse weights 10 / 1.11 -> P(label 0) = .9
-    prop = torch.tensor([0.1, 1.0, 0.9, 1.0])
-    p = sample_positives(t, prop, generator=torch.Generator().manual_seed(0))
-    assert set(p.unique().tolist()) <= {0, 2}
-    assert (p == 0).float().mean().item() == pytest.approx(0.9, abs=0.03)
-    # determinism
-    a = sample_positives(t, prop, generator=torch.Generator().manual_seed(5))
-    c = sample_positives(t, prop, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, c)
-    with pytest.raises(ValueError):
-        sample_positives(torch.zeros(2, 3, dtype=torch.bool))
-
-
-def test_module_samples_positives_when_not_given():
-    q, l = embeddings(S)
-    fn = TripletLoss(k=2, positive_sampling="propensity")
-    with pytest.raises(ValueError):
-        fn(q, l, T)
-    prop = torch.tensor([1e-6, 1.0, 1.0, 1.0, 1.0])  # label 0 nearly always chosen for q0
-    loss = fn(q, l, T, propensity=prop, generator=torch.Generator().manual_seed(1))
-    assert loss.item() == pytest.approx(0.425, abs=1e-6)
-    loss_u = TripletLoss(k=2)(q, l, T, generator=torch.Generator().manual_seed(1))
-    assert torch.isfinite(loss_u)
-
-
 def test_bf16_inputs():
     q, l = embeddings(S)
-    loss = TripletLoss(k=2)(q.to(torch.bfloat16), l.to(torch.bfloat16), T, POS)
+    loss = TripletLoss(k=2, dynamic_margin=False)(q.to(torch.bfloat16), l.to(torch.bfloat16), T, POS)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(0.425, abs=1e-2)
 
@@ -201,6 +168,17 @@ def test_cuda_matches_cpu():
     cpu = fn(q, l, T, POS)
     gpu = fn(q.detach().cuda().requires_grad_(True), l.detach().cuda(), T.cuda(), POS.cuda())
     assert gpu.item() == pytest.approx(cpu.item(), abs=1e-6)
-    g = torch.Generator(device="cpu").manual_seed(0)  # CPU generator with CUDA tensors
-    p = sample_positives(T.cuda(), generator=g)
-    assert p.device.type == "cuda"
+
+
+def test_loss_config_is_the_one_place_for_settings():
+    cfg = LossConfig(k=2, margin=0.3, dynamic_margin=False)
+    q, l = embeddings(S)
+    assert TripletLoss(cfg)(q, l, T, POS).item() == pytest.approx(0.425, abs=1e-6)
+    assert triplet_loss_from_scores(S, T, POS, cfg)[0].item() == pytest.approx(0.425, abs=1e-6)
+    # keyword settings replace fields of the given config
+    dyn, _ = triplet_loss_from_scores(S, T, POS, cfg, dynamic_margin=True)
+    assert dyn.item() == pytest.approx((0.05 + 0.20) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="min_margin"):
+        LossConfig(min_margin=0.5, max_margin=0.3)
+    with pytest.raises(ValueError, match="k must be"):
+        LossConfig(k=0)

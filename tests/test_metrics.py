@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from vixml_lib import metrics as M
 from vixml_lib.data import formats
 from vixml_lib.errors import DataFormatError
+from vixml_lib.metrics import topk
 
 
 def csr(rows, n_labels, dtype=np.float32):
@@ -190,8 +191,8 @@ def reference(pred, true, inv_psp, K, R):
     n, L = true.shape
     pred, true = pred.tocsr(), true.tocsr()
     w = list(inv_psp) + [0.0]
-    P = np.zeros(K); N = np.zeros(K); Rc = np.zeros(R)
-    psp_num = np.zeros(K); psp_den = np.zeros(K); psn_num = np.zeros(K); psn_den = np.zeros(K)
+    P, N, Rc = np.zeros(K), np.zeros(K), np.zeros(R)
+    psp_num, psp_den, psn_num, psn_den = np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K)
     disc = [1 / math.log2(j + 2) for j in range(max(K, R))]
     counts = [int(sum(true.data[true.indptr[i]:true.indptr[i + 1]])) for i in range(n)]
     max_pos = max(max(counts), K)
@@ -256,7 +257,7 @@ def test_against_reference(case, monkeypatch):
         {"varying": 0, "uniform": 1, "skewed": 2, "weighted": 4, "blocks": 5}[case])
     K, R = 5, 12
     if case == "blocks":  # rows processed in many small blocks
-        monkeypatch.setattr(M, "_BLOCK", 64)
+        monkeypatch.setattr(topk, "_BLOCK", 64)
         pred, true = random_case(rng, 90, 40, [0, 1, 3, 7, 15, 30])
     elif case == "varying":
         pred, true = random_case(rng, 80, 40, [0, 1, 3, 7, 15, 30])

@@ -10,9 +10,9 @@ from vixml_lib.models import (
     ModelConfig,
     create_model,
     load_model,
-    tiny_model_config,
 )
 from vixml_lib.prompt import KIND_CODES
+from vixml_lib.testing import tiny_model_config
 
 KINDS = ["encoder", "decoder"]
 
@@ -180,7 +180,8 @@ def test_templates_and_overrides():
     assert tiny("encoder").template.segments == ("images", "cls", "title", "sep")
     assert tiny("decoder", use_images=True).template.name == "text_image"
     assert tiny("decoder").template.name == "text_only"
-    m = tiny("decoder", use_images=True, template={"order": "text_image", "eos": False}, template_overrides={"text_prefix": "Item"})
+    m = tiny("decoder", use_images=True, template={"order": "text_image", "eos": False},
+             template_overrides={"text_prefix": "Item"})
     assert "eos" not in m.template.segments and m.template.text_prefix == "Item"
     auto = tiny("decoder", kind="auto")
     assert auto.kind == "decoder" and tiny("encoder", kind="auto").kind == "encoder"
@@ -265,23 +266,15 @@ def test_real_smollm2_with_lora():
     assert all(p.grad is not None for n, p in m.named_parameters() if p.requires_grad)
 
 
-def test_embed_numpy_matches_forward():
-    m = tiny("encoder", use_images=True)
-    ids, lens, vec, mask = inputs()
-    out = m.embed_numpy(ids.numpy().astype("int32"), lens.numpy(), vec.numpy(), mask.numpy(), batch_size=3)
-    with torch.no_grad():
-        ref = m(ids, lens, vec, mask)
-    assert out.dtype.name == "float32" and out.shape == (4, 32)
-    assert torch.allclose(torch.from_numpy(out), ref, atol=1e-5)
-
-
 def test_attention_dropout_override_reaches_every_attention_module():
-    from vixml_lib.models import create_model, tiny_model_config
+    from vixml_lib.models import create_model
+    from vixml_lib.testing import tiny_model_config
 
     for kind in ("encoder", "decoder"):
         m = create_model(tiny_model_config(kind, attention_dropout=0.0))
         ps = [mod.dropout.p for mod in m.modules() if type(mod).__name__.endswith("SelfAttention")]
-        ps += [mod.attention_dropout for mod in m.modules() if isinstance(getattr(mod, "attention_dropout", None), float)]
+        ps += [mod.attention_dropout for mod in m.modules()
+               if isinstance(getattr(mod, "attention_dropout", None), float)]
         assert ps and all(p == 0.0 for p in ps)
     default = create_model(tiny_model_config("encoder"))
     assert any(mod.dropout.p > 0 for mod in default.modules() if type(mod).__name__.endswith("SelfAttention"))
@@ -297,7 +290,7 @@ def test_num_layers_keeps_the_first_layers():
     # BERT has no final norm: the first layer's output of the full model is the cut model's output
     assert torch.allclose(out.last_hidden_state, ref.hidden_states[1], atol=1e-5)
     dec = tiny("decoder", num_layers=1)
-    assert dec._hf_model().config.num_hidden_layers == 1 and len(dec._hf_model().layers) == 1
+    assert dec.base_model.config.num_hidden_layers == 1 and len(dec.base_model.layers) == 1
     with pytest.raises(ValueError, match="only 2 layers"):
         tiny("decoder", num_layers=3)
     with pytest.raises(ValueError, match="num_layers must be >= 1"):

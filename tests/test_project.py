@@ -1,10 +1,10 @@
 """Project conventions: the conda environment covers the dependencies, notebooks are clean."""
 import re
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,3 +45,30 @@ def test_notebooks_are_committed_clean_with_parameters_first(path):
     assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged 'parameters'"
     assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
     assert re.match(r"^\d\d_", path.name)
+
+
+LIBRARY = REPO / "vixml_lib"
+# the files of a run folder: only vixml_lib/runs.py spells them
+RUN_FILE_NAMES = ('"metrics.json"', '"pipeline.json"', '"config.yaml"', '"checkpoint"', '"state.json"',
+                  '"predictions_tst.npz"', '"embeddings_', '"items_', '"results.json"', '"results.csv"', '"error.txt"',
+                  '"figures"', '"ablations"')
+
+
+def test_every_library_module_reads_in_a_sitting():
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in LIBRARY.rglob("*.py")}
+    assert not {p: n for p, n in sizes.items() if n > 450}, "split modules over 450 lines by concern"
+
+
+def test_only_runs_module_spells_run_folder_file_names():
+    offenders = [f"{p.relative_to(REPO)}: {name}" for p in LIBRARY.rglob("*.py") if p.name != "runs.py"
+                 for name in RUN_FILE_NAMES if name in p.read_text()]
+    assert not offenders, offenders
+
+
+def test_readme_layout_names_every_module():
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    listed = {line.split()[0] for line in layout.splitlines()[3:] if line.strip()}
+    modules = {p.name for p in LIBRARY.rglob("*.py") if p.name != "__init__.py"}
+    assert not sorted(modules - listed), "add these modules to the README's Layout section"

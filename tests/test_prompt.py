@@ -106,13 +106,12 @@ def expected_kinds(seq):
     return out
 
 
-def check_rows(b, expected, side):
+def check_rows(b, expected):
     B, T = b.attention_mask.shape
     assert T == max(len(e) for e in expected)
     for r, seq in enumerate(expected):
         n = len(seq)
-        real = slice(0, n) if side == "right" else slice(T - n, T)
-        pad = slice(n, T) if side == "right" else slice(0, T - n)
+        real, pad = slice(0, n), slice(n, T)
         emb = b.inputs_embeds[r, real]
         want = torch.tensor([[x[1], 1.0] if isinstance(x, tuple) else [x, 0.0] for x in seq])
         assert torch.equal(emb, want), (r, emb[:, 0].tolist(), seq)
@@ -124,8 +123,7 @@ def check_rows(b, expected, side):
         assert b.kinds[r, real].tolist() == expected_kinds(seq)
         assert b.kinds[r, pad].eq(PAD_KIND).all()
         assert int(b.lengths[r]) == n
-        last = n - 1 if side == "right" else T - 1
-        assert int(b.last_positions[r]) == last
+        assert int(b.last_positions[r]) == n - 1
         # image positions point at the image slots, -1 for masked images
         for m in range(b.image_positions.shape[1]):
             pos = int(b.image_positions[r, m])
@@ -136,14 +134,13 @@ def check_rows(b, expected, side):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_named_templates_assemble_the_hand_written_sequences(name, side):
+def test_named_templates_assemble_the_hand_written_sequences(name):
     asm = PromptAssembler(get_template(name), WordTokenizer())
     ids, lens, img, mask = batch_inputs()
-    b = asm.assemble(ids, lens, embed, img, mask, side=side)
-    check_rows(b, EXPECTED[name], side)
+    b = asm.assemble(ids, lens, embed, img, mask)
+    check_rows(b, EXPECTED[name])
     closing = 4 if name == "encoder" else 2
-    for r, seq in enumerate(EXPECTED[name]):
+    for r in range(len(EXPECTED[name])):
         assert int(b.token_ids[r, b.eos_positions[r]]) == closing
 
 
@@ -158,7 +155,7 @@ def test_named_template_segments():
 def test_bos_only_for_tokenizers_that_use_one():
     ids, lens, img, mask = batch_inputs()
     b = PromptAssembler(get_template("text_image"), WordTokenizer(add_bos=True)).assemble(ids, lens, embed, img, mask)
-    check_rows(b, [[1] + e for e in EXPECTED["text_image"]], "right")
+    check_rows(b, [[1] + e for e in EXPECTED["text_image"]])
     b = PromptAssembler(get_template("text_image", bos_policy="always"), WordTokenizer()).assemble(ids, lens, embed)
     assert b.token_ids[:, 0].tolist() == [1, 1, 1]
 
@@ -184,7 +181,7 @@ def test_items_without_images_have_no_image_slot():
     assert b.image_positions[1].tolist() == [-1, -1, -1]
     # no images at all: same as text_only; M = 0 as well
     none = asm.assemble(ids, lens, embed)
-    check_rows(none, EXPECTED["text_only"], "right")
+    check_rows(none, EXPECTED["text_only"])
     empty = asm.assemble(ids, lens, embed, img[:, :0], mask[:, :0])
     assert torch.equal(empty.inputs_embeds, none.inputs_embeds)
     # image prefix kept without images when asked
@@ -195,13 +192,15 @@ def test_items_without_images_have_no_image_slot():
 
 def test_make_template_ablations():
     assert make_template("text_image", text_prefix=False).segments == ("bos", "title", "image_prefix", "images", "eos")
-    assert make_template("text_image", image_prefix=False, eos=False).segments == ("bos", "text_prefix", "title", "images")
+    segments = make_template("text_image", image_prefix=False, eos=False).segments
+    assert segments == ("bos", "text_prefix", "title", "images")
     assert make_template("text_image", bos=False).segments[0] == "text_prefix"
     assert make_template("text_image", images=False).segments == TEMPLATES["text_only"].segments
     assert make_template("text_image", kind="encoder").segments == ("cls", "title", "images", "sep")
     t = make_template("text_image", text_prefix="Item")
     assert t.text_prefix == "Item" and "text_prefix" in t.segments
-    assert get_template({"order": "image_text", "eos": False}).segments == ("bos", "image_prefix", "images", "text_prefix", "title")
+    segments = get_template({"order": "image_text", "eos": False}).segments
+    assert segments == ("bos", "image_prefix", "images", "text_prefix", "title")
     assert get_template("text_image", eos_token="<|endoftext|>").eos_token == "<|endoftext|>"
     with pytest.raises(ValueError):
         get_template("nope")
@@ -213,14 +212,15 @@ def test_make_template_ablations():
 
 def test_eos_token_override_and_fixed_ids():
     ids, lens, img, mask = batch_inputs()
-    b = PromptAssembler(get_template("text_only", eos_token="<|endoftext|>"), WordTokenizer()).assemble(ids, lens, embed)
+    asm = PromptAssembler(get_template("text_only", eos_token="<|endoftext|>"), WordTokenizer())
+    b = asm.assemble(ids, lens, embed)
     assert b.token_ids[0, int(b.last_positions[0])] == 9
     asm = PromptAssembler("text_only", fixed_ids={"bos": [], "text_prefix": [7], "eos": [8]}, pad_id=5)
     b = asm.assemble(ids, lens, embed)
     assert b.token_ids.tolist() == [[7, 100, 101, 102, 8], [7, 103, 8, 5, 5], [7, 104, 105, 8, 5]]
 
 
-def reference_assemble(asm, ids, lens, img, mask, side):
+def reference_assemble(asm, ids, lens, img, mask):
     """A slow per-row reference: the list of (embedding row, kind) of each row."""
     rows = []
     for r in range(ids.shape[0]):
@@ -249,17 +249,15 @@ def test_vectorised_assembly_matches_a_per_row_reference(name):
     img = torch.randn(B, M, 2, generator=g) + 500
     mask = torch.rand(B, M, generator=g) < 0.5
     asm = PromptAssembler(get_template(name), WordTokenizer(add_bos=True))
-    for side in ("right", "left"):
-        b = asm.assemble(ids, lens, embed, img, mask, side=side)
-        ref = reference_assemble(asm, ids, lens, img, mask, side)
-        T = b.inputs_embeds.shape[1]
-        assert T == max(len(x) for x in ref)
-        for r, seq in enumerate(ref):
-            n = len(seq)
-            real = slice(0, n) if side == "right" else slice(T - n, T)
-            assert torch.equal(b.inputs_embeds[r, real], torch.stack([e for e, _ in seq]))
-            assert b.kinds[r, real].tolist() == [k for _, k in seq]
-            assert int(b.attention_mask[r].sum()) == n
+    b = asm.assemble(ids, lens, embed, img, mask)
+    ref = reference_assemble(asm, ids, lens, img, mask)
+    T = b.inputs_embeds.shape[1]
+    assert T == max(len(x) for x in ref)
+    for r, seq in enumerate(ref):
+        n = len(seq)
+        assert torch.equal(b.inputs_embeds[r, :n], torch.stack([e for e, _ in seq]))
+        assert b.kinds[r, :n].tolist() == [k for _, k in seq]
+        assert int(b.attention_mask[r].sum()) == n
 
 
 def test_gradients_flow_to_image_embeddings():
@@ -271,7 +269,7 @@ def test_gradients_flow_to_image_embeddings():
 
 
 def test_real_bert_tokenizer_gives_cls_and_sep():
-    from vixml_lib.models import get_tokenizer
+    from vixml_lib.backbones import get_tokenizer
 
     tok = get_tokenizer("offline-minilm")
     titles = ["red cotton shirt", "mug"]
@@ -291,7 +289,7 @@ def test_real_bert_tokenizer_gives_cls_and_sep():
 
 
 def test_real_smollm2_tokenizer_ends_with_eos():
-    from vixml_lib.models import get_tokenizer
+    from vixml_lib.backbones import get_tokenizer
 
     tok = get_tokenizer("offline-smollm2")
     enc = tok(["Blue ceramic mug", "Lamp"], add_special_tokens=False)["input_ids"]

@@ -22,7 +22,8 @@ class CountingTokenizer:
 
 @pytest.fixture
 def raw_dir(tmp_path):
-    for s, texts in {"trn": ["a bb ccc", "dddd"], "tst": ["one two three four five six"], "lbl": ["x", "yy zz"]}.items():
+    splits = {"trn": ["a bb ccc", "dddd"], "tst": ["one two three four five six"], "lbl": ["x", "yy zz"]}
+    for s, texts in splits.items():
         formats.write_texts(tmp_path / f"{s}.raw.txt", texts)
     return tmp_path
 

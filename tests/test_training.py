@@ -4,9 +4,10 @@ import scipy.sparse as sp
 import torch
 
 from vixml_lib import training
+from vixml_lib.data import inputs
 from vixml_lib.data.demo import make_demo_dataset
 from vixml_lib.data.prepare import prepare_dataset
-from vixml_lib.training import TrainConfig, batch_targets, sample_positive_labels, train
+from vixml_lib.training import TrainConfig, batch_targets, loop, sample_positive_labels, train
 
 TINY = {"backbone": "random-tiny-bert", "kind": "encoder"}
 
@@ -62,7 +63,7 @@ def test_training_improves_on_zero_shot_and_same_seed_gives_same_metrics(tiny_da
 
 def test_killed_run_resumes_to_the_same_metrics(tiny_data, tmp_path, monkeypatch):
     full = train(tiny_config(tiny_data, tmp_path / "full", epochs=3), progress=False)
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
     calls = []
 
     def save_then_die(*args, **kwargs):
@@ -71,11 +72,13 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_data, tmp_path, monkeypatch
         if len(calls) == 1:
             raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
     resumed = train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
-    strip = lambda h: {k: v for k, v in h.items() if not k.endswith("seconds")}
+    def strip(h):
+        return {k: v for k, v in h.items() if not k.endswith("seconds")}
+
     assert [strip(h) for h in resumed["history"]] == [strip(h) for h in full["history"]]
     assert not (tmp_path / "resumed" / "checkpoint.tmp").exists()
 
@@ -101,7 +104,7 @@ def test_evaluation_on_a_query_subset_keeps_rows_and_filters_aligned(tiny_data, 
 
     cfg = tiny_config(tiny_data, tmp_path / "s", eval_max_queries=50)
     model = create_model(cfg.model_config())
-    data = training.load_training_data(cfg, model)
+    data = inputs.load_training_data(cfg, model)
     full = prepare_dataset(tiny_data)
     items = data.splits["tst"].items
     assert len(items) == 50 and data.Y_tst.shape == (50, full.n_labels)
@@ -152,17 +155,17 @@ def test_label_subproblem_keeps_rows_columns_and_filters_aligned():
     Y_trn = sp.csr_matrix(np.eye(4, dtype=np.float32))
     filt = np.array([[0, 0], [2, 3], [3, 1]])
     for seed in range(20):
-        lbl, tst, Yt, Ys, f = training.subproblem(Y_trn, Y_tst, filt, seed, max_labels=2)
+        lbl, tst, Yt, Ys, f = inputs.subproblem(Y_trn, Y_tst, filt, seed, max_labels=2)
         assert len(lbl) == 2 and Yt.shape == (4, 2)
         # exactly the test queries with a kept label, their rows and columns unchanged
         assert tst.tolist() == [r for r in range(4) if Y_tst[r][:, lbl].nnz]
         assert (Ys != Y_tst[tst][:, lbl]).nnz == 0
         expect = [[list(tst).index(r), list(lbl).index(c)] for r, c in filt if r in tst and c in lbl]
         assert f.tolist() == expect
-    lbl, tst, *_ = training.subproblem(Y_trn, Y_tst, filt, 0, max_queries=3)
+    lbl, tst, *_ = inputs.subproblem(Y_trn, Y_tst, filt, 0, max_queries=3)
     assert len(lbl) == 4 and len(tst) == 3
     with pytest.raises(ValueError, match="max_labels"):
-        training.subproblem(Y_trn, Y_tst, filt, 0, max_labels=0)
+        inputs.subproblem(Y_trn, Y_tst, filt, 0, max_labels=0)
 
 
 def test_training_on_a_label_subproblem_saves_the_items_it_used(tiny_data, tmp_path):
@@ -178,13 +181,12 @@ def test_training_on_a_label_subproblem_saves_the_items_it_used(tiny_data, tmp_p
 
 
 def test_encode_sorts_by_length_but_returns_rows_in_their_order(tiny_data, tmp_path):
-    import torch
 
     from vixml_lib.models import create_model
 
     cfg = tiny_config(tiny_data, tmp_path / "enc")
     model = create_model(cfg.model_config()).eval()
-    data = training.load_training_data(cfg, model)
+    data = inputs.load_training_data(cfg, model)
     rows = np.random.default_rng(0).permutation(len(data.splits["lbl"]))[:37]
     emb = training.encode(model, data.splits["lbl"], batch_size=8, rows=rows)
     with torch.no_grad():

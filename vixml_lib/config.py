@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,10 @@ class PipelineConfig:
 
 
 def config_from_dict(cls, values: dict[str, Any], source: str = "config"):
-    """Build dataclass ``cls`` from a dict; unknown keys are an error that lists the valid ones."""
+    """Build dataclass ``cls`` from a dict; unknown keys are an error that lists the valid ones.
+
+    A field whose type is itself a dataclass (e.g. ``TrainConfig.loss``) takes a mapping of
+    that dataclass's fields, checked the same way."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -50,7 +54,14 @@ def config_from_dict(cls, values: dict[str, Any], source: str = "config"):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(names))}")
+        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                         f"valid settings: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    values = dict(values)
+    for name, value in values.items():
+        kind = hints.get(name)
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            values[name] = config_from_dict(kind, value, source=f"{source}: {name}")
     return cls(**values)
 
 

@@ -17,71 +17,48 @@ References
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TripletLoss", "mine_hard_negatives", "sample_positives", "triplet_loss_from_scores"]
+__all__ = ["LossConfig", "TripletLoss", "mine_hard_negatives", "triplet_loss_from_scores"]
+
+
+@dataclass
+class LossConfig:
+    """The settings of the triplet loss, one object from the run config to the formula
+    (see :class:`TripletLoss` for what each does). Defaults are the method's (METHOD.md)."""
+
+    k: int = 10  # hard negatives per query
+    margin: float = 0.3  # fixed margin (when not dynamic)
+    dynamic_margin: bool = True  # per-pair margin clamp(|s_p - s_n|, min_margin, max_margin)
+    min_margin: float = 0.1
+    max_margin: float = 0.3
+    aggressive: bool = False  # softmax(s_n / tau) weighting of the violators
+    tau: float = 0.1
+    detach_weights: bool = False
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.min_margin > self.max_margin:
+            raise ValueError(f"min_margin ({self.min_margin}) > max_margin ({self.max_margin})")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
+    @classmethod
+    def of(cls, config: LossConfig | None = None, **settings) -> LossConfig:
+        """``config`` (or the defaults) with ``settings`` replacing fields."""
+        return dataclasses.replace(config or cls(), **settings)
 
 
 def _positive_mask(target: Tensor) -> Tensor:
     if target.dim() != 2:
         raise ValueError(f"target must be a [B, N] matrix, got shape {tuple(target.shape)}")
     return target if target.dtype == torch.bool else target > 0
-
-
-def sample_positives(
-    target: Tensor,
-    propensity: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Pick one positive label (a column of ``target``) per query (a row).
-
-    Args:
-        target: ``[B, N]`` bool or float matrix; entry ``(i, j)`` is true / > 0 when
-            in-batch label ``j`` is relevant to query ``i``. Every row needs at least one
-            positive (in an XMC batch each query brings its own labels, so it always has).
-        propensity: optional label propensities ``p_j`` in (0, 1], shape ``[N]`` (one per
-            in-batch label) or ``[B, N]``. When given, positive ``j`` of query ``i`` is
-            drawn with probability proportional to ``1 / p_j`` (inverse propensity, so
-            tail labels are picked more often); when ``None`` the draw is uniform over the
-            query's positives. Pass *propensities*, not inverse propensities (e.g. the
-            ``p_l`` of Jain et al. 2016, whose inverse the metrics module calls
-            ``inv_psp``).
-        generator: optional ``torch.Generator`` for reproducible draws. It may live on a
-            different device than ``target``; the draw is then done on its device.
-
-    Returns:
-        ``[B]`` int64 tensor on ``target``'s device.
-    """
-    pos_mask = _positive_mask(target)
-    weights = pos_mask.to(torch.float32)
-    if propensity is not None:
-        prop = torch.as_tensor(propensity, device=weights.device, dtype=torch.float32)
-        if prop.dim() == 1:
-            prop = prop.unsqueeze(0)
-        if prop.shape[-1] != weights.shape[1] or prop.shape[0] not in (1, weights.shape[0]):
-            raise ValueError(
-                f"propensity must have shape [N] or [B, N] with N={weights.shape[1]}, "
-                f"got {tuple(prop.shape)}"
-            )
-        if bool(((prop <= 0) & pos_mask).any()):
-            raise ValueError("propensities of positive labels must be > 0")
-        inv = torch.where(prop > 0, 1.0 / prop.clamp_min(1e-12), torch.zeros_like(prop))
-        weights = weights * inv
-    row_has = weights.sum(dim=1) > 0
-    if not bool(row_has.all()):
-        bad = torch.nonzero(~row_has).flatten()[:5].tolist()
-        raise ValueError(
-            f"every query needs at least one positive in-batch label with a positive "
-            f"weight; rows {bad} have none"
-        )
-    device = target.device
-    if generator is not None and generator.device != weights.device:
-        weights = weights.to(generator.device)
-    picked = torch.multinomial(weights, 1, replacement=False, generator=generator).squeeze(1)
-    return picked.to(device)
 
 
 @torch.no_grad()
@@ -109,22 +86,17 @@ def triplet_loss_from_scores(
     scores: Tensor,
     target: Tensor,
     pos: Tensor,
-    *,
-    k: int = 10,
-    margin: float = 0.3,
-    dynamic_margin: bool = False,
-    min_margin: float = 0.1,
-    max_margin: float = 0.3,
-    aggressive: bool = False,
-    tau: float = 0.1,
-    detach_weights: bool = False,
+    config: LossConfig | None = None,
     reduction: Literal["mean", "sum", "none"] = "mean",
+    **settings,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Triplet loss on a precomputed score matrix; see :class:`TripletLoss`.
 
     ``scores`` is ``[B, N]`` (query ``i`` vs in-batch label ``j``), ``target`` the
     ``[B, N]`` positive mask, ``pos`` the ``[B]`` sampled positive per query. Also usable
-    for the reverse (label -> query) direction by passing transposed matrices.
+    for the reverse (label -> query) direction by passing transposed matrices. ``config``
+    (a :class:`LossConfig`, defaults when None) with ``settings`` replacing its fields
+    (e.g. ``k=2, dynamic_margin=False``).
 
     Returns the reduced loss and a dict of detached statistics (0-d tensors, so logging
     does not force a GPU sync until it calls ``float()``):
@@ -133,75 +105,82 @@ def triplet_loss_from_scores(
     ``s_n`` (mean score of the mined negatives), ``n_neg`` (mean number of mined
     negatives per query; below ``k`` when a row has fewer in-batch negatives).
     """
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
-    if target.shape != scores.shape:
-        raise ValueError(
-            f"target shape {tuple(target.shape)} does not match scores {tuple(scores.shape)}"
-        )
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    cfg = LossConfig.of(config, **settings)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    b, n = scores.shape
     scores = scores.float()
-    pos = torch.as_tensor(pos, device=scores.device).long().view(-1)
-    if pos.numel() != b:
-        raise ValueError(f"pos must have one entry per query ({b}), got {pos.numel()}")
-    if b and (int(pos.min()) < 0 or int(pos.max()) >= n):
-        raise ValueError(f"pos entries must lie in [0, {n}), got range "
-                         f"[{int(pos.min())}, {int(pos.max())}]")
-    rows = torch.arange(b, device=scores.device)
-    # Never use a positive (diagonal or off-diagonal, and the sampled one in any case)
-    # as a negative.
+    pos = _checked_positives(scores, target, pos)
+    b = scores.shape[0]
+    # Never use a positive (diagonal or off-diagonal, and the sampled one in any case) as a negative.
     pos_mask = _positive_mask(target).to(scores.device).clone()
-    pos_mask[rows, pos] = True
+    pos_mask[torch.arange(b, device=scores.device), pos] = True
 
     s_p = scores.gather(1, pos.view(-1, 1))  # [B, 1]
-
-    neg_idx, valid = mine_hard_negatives(scores, pos_mask, k)
+    neg_idx, valid = mine_hard_negatives(scores, pos_mask, cfg.k)
     s_n = scores.gather(1, neg_idx)  # [B, k_eff], carries gradients
-
-    if dynamic_margin:
-        # Per-pair margin, computed from the current scores but treated as a constant
-        # (detached), as in the NGAME / PRIME implementation.
-        m = torch.clamp((s_p - s_n).abs().detach(), min=min_margin, max=max_margin)
-    else:
-        m = margin
-    hinge = torch.relu(s_n - s_p + m)
-    hinge = torch.where(valid, hinge, torch.zeros_like(hinge))
+    hinge = _hinges(s_p, s_n, valid, cfg)  # [B, k_eff], 0 where not valid
     active = (hinge > 0) & valid
-
-    if aggressive:
-        # softmax(s_n / tau) over the query's violating negatives only; non-violators
-        # get weight 0. Rows without a violator get a dummy uniform row (their hinge is
-        # all zero) so that no NaN appears in the forward or backward pass.
-        logits = (s_n.detach() if detach_weights else s_n) / tau
-        logits = logits.masked_fill(~active, float("-inf"))
-        any_active = active.any(dim=1, keepdim=True)
-        logits = torch.where(any_active, logits, torch.zeros_like(logits))
-        weights = torch.softmax(logits, dim=1)
-        hinge = hinge * weights
+    if cfg.aggressive:
+        hinge = hinge * _violator_weights(s_n, active, cfg)
 
     per_query = hinge.sum(dim=1)  # sum over negatives
     if reduction == "mean":
         loss = per_query.mean() if b else per_query.sum()
-    elif reduction == "sum":
-        loss = per_query.sum()
     else:
-        loss = per_query
+        loss = per_query.sum() if reduction == "sum" else per_query
+    return loss, _statistics(s_p, s_n, valid, active)
 
-    with torch.no_grad():
-        n_valid = valid.sum()
-        stats = {
-            "active_frac": active.sum().float() / n_valid.clamp_min(1).float(),
-            "violators": active.sum(dim=1).float().mean() if b else scores.new_zeros(()),
-            "s_p": s_p.detach().mean() if b else scores.new_zeros(()),
-            "s_n": (torch.where(valid, s_n.detach(), torch.zeros_like(s_n)).sum()
-                    / n_valid.clamp_min(1).float()),
-            "n_neg": valid.sum(dim=1).float().mean() if b else scores.new_zeros(()),
-        }
-    return loss, stats
+
+def _checked_positives(scores: Tensor, target: Tensor, pos: Tensor) -> Tensor:
+    """``pos`` as a ``[B]`` long tensor on the scores' device, after the shape checks."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
+    if target.shape != scores.shape:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match scores {tuple(scores.shape)}")
+    b, n = scores.shape
+    pos = torch.as_tensor(pos, device=scores.device).long().view(-1)
+    if pos.numel() != b:
+        raise ValueError(f"pos must have one entry per query ({b}), got {pos.numel()}")
+    if b and (int(pos.min()) < 0 or int(pos.max()) >= n):
+        raise ValueError(f"pos entries must lie in [0, {n}), got range [{int(pos.min())}, {int(pos.max())}]")
+    return pos
+
+
+def _hinges(s_p: Tensor, s_n: Tensor, valid: Tensor, cfg: LossConfig) -> Tensor:
+    """``[s_n - s_p + m]_+`` per mined pair ``[B, k]``, zero where the slot is not a negative.
+    The dynamic margin is computed from the current scores but treated as a constant
+    (detached), as in the NGAME / PRIME implementation."""
+    if cfg.dynamic_margin:
+        m = torch.clamp((s_p - s_n).abs().detach(), min=cfg.min_margin, max=cfg.max_margin)
+    else:
+        m = cfg.margin
+    hinge = torch.relu(s_n - s_p + m)
+    return torch.where(valid, hinge, torch.zeros_like(hinge))
+
+
+def _violator_weights(s_n: Tensor, active: Tensor, cfg: LossConfig) -> Tensor:
+    """softmax(s_n / tau) over each query's violating negatives only ``[B, k]``; non-violators
+    get weight 0. Rows without a violator get a dummy uniform row (their hinge is all zero)
+    so that no NaN appears in the forward or backward pass."""
+    logits = (s_n.detach() if cfg.detach_weights else s_n) / cfg.tau
+    logits = logits.masked_fill(~active, float("-inf"))
+    any_active = active.any(dim=1, keepdim=True)
+    logits = torch.where(any_active, logits, torch.zeros_like(logits))
+    return torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def _statistics(s_p: Tensor, s_n: Tensor, valid: Tensor, active: Tensor) -> dict[str, Tensor]:
+    b = s_p.shape[0]
+    zero = s_p.new_zeros(())
+    n_valid = valid.sum().clamp_min(1).float()
+    return {
+        "active_frac": active.sum().float() / n_valid,
+        "violators": active.sum(dim=1).float().mean() if b else zero,
+        "s_p": s_p.detach().mean() if b else zero,
+        "s_n": torch.where(valid, s_n.detach(), torch.zeros_like(s_n)).sum() / n_valid,
+        "n_neg": valid.sum(dim=1).float().mean() if b else zero,
+    }
 
 
 class TripletLoss(nn.Module):
@@ -240,71 +219,44 @@ class TripletLoss(nn.Module):
       ``detach_weights=True`` to use them as constants.
     * **Reduction**: sum over the negatives, mean over the queries (``"mean"``);
       ``"sum"`` sums over queries too and ``"none"`` returns the ``[B]`` per-query terms.
-    * **Positive**: ``pos`` may be passed; otherwise it is drawn with
-      :func:`sample_positives` according to ``positive_sampling``: ``"uniform"`` over the
-      query's positives, or ``"propensity"`` (probability proportional to the inverse
-      propensity of the label; ``propensity`` must then be passed to ``forward``).
+    * **Positive**: ``pos``, one sampled positive per query, is drawn by the caller
+      (training draws it uniformly or by inverse propensity over the query's labels,
+      :func:`vixml_lib.training.batches.sample_positive_labels`).
 
     Scores are computed in float32 even under bf16 / fp16 autocast.
 
     Args:
-        k: number of hard negatives per query.
-        margin: fixed margin (ignored when ``dynamic_margin``).
-        dynamic_margin, min_margin, max_margin: the dynamic-margin option.
-        aggressive, tau, detach_weights: the softmax weighting of violators.
-        positive_sampling: ``"uniform"`` or ``"propensity"`` (used when ``pos`` is None).
+        config: a :class:`LossConfig` (``k``, ``margin``, ``dynamic_margin``, ``min_margin``,
+            ``max_margin``, ``aggressive``, ``tau``, ``detach_weights``); ``settings``
+            replace its fields.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise ``Q`` and ``L`` before scoring.
         return_stats: make ``forward`` return ``(loss, stats)`` by default.
 
     Example::
 
-        loss_fn = TripletLoss(k=10, dynamic_margin=True, aggressive=True)
+        loss_fn = TripletLoss(LossConfig(k=10, aggressive=True))
         loss, stats = loss_fn(q, l, target, pos, return_stats=True)
     """
 
     def __init__(
         self,
-        k: int = 10,
-        margin: float = 0.3,
-        dynamic_margin: bool = False,
-        min_margin: float = 0.1,
-        max_margin: float = 0.3,
-        aggressive: bool = False,
-        tau: float = 0.1,
-        detach_weights: bool = False,
-        positive_sampling: Literal["uniform", "propensity"] = "uniform",
+        config: LossConfig | None = None,
         reduction: Literal["mean", "sum", "none"] = "mean",
         normalize: bool = False,
         return_stats: bool = False,
+        **settings,
     ):
         super().__init__()
-        if positive_sampling not in ("uniform", "propensity"):
-            raise ValueError(
-                f"positive_sampling must be 'uniform' or 'propensity', got {positive_sampling!r}"
-            )
-        if min_margin > max_margin:
-            raise ValueError(f"min_margin ({min_margin}) > max_margin ({max_margin})")
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        self.k = int(k)
-        self.margin = float(margin)
-        self.dynamic_margin = bool(dynamic_margin)
-        self.min_margin = float(min_margin)
-        self.max_margin = float(max_margin)
-        self.aggressive = bool(aggressive)
-        self.tau = float(tau)
-        self.detach_weights = bool(detach_weights)
-        self.positive_sampling = positive_sampling
+        self.config = LossConfig.of(config, **settings)
         self.reduction = reduction
         self.normalize = bool(normalize)
         self.return_stats = bool(return_stats)
 
     def extra_repr(self) -> str:
-        margin = (f"dynamic_margin=[{self.min_margin}, {self.max_margin}]"
-                  if self.dynamic_margin else f"margin={self.margin}")
-        return (f"k={self.k}, {margin}, aggressive={self.aggressive}, tau={self.tau}, "
-                f"positive_sampling={self.positive_sampling!r}, reduction={self.reduction!r}")
+        c = self.config
+        margin = f"dynamic_margin=[{c.min_margin}, {c.max_margin}]" if c.dynamic_margin else f"margin={c.margin}"
+        return f"k={c.k}, {margin}, aggressive={c.aggressive}, tau={c.tau}, reduction={self.reduction!r}"
 
     def scores(self, query_emb: Tensor, label_emb: Tensor) -> Tensor:
         """``[B, N]`` float32 score matrix ``Q L^T`` (normalising first if configured)."""
@@ -316,25 +268,15 @@ class TripletLoss(nn.Module):
         with torch.autocast(device_type=q.device.type, enabled=False):
             return q @ l.T
 
-    def forward(
-        self,
-        query_emb: Tensor,
-        label_emb: Tensor,
-        target: Tensor,
-        pos: Tensor | None = None,
-        propensity: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        return_stats: bool | None = None,
-    ):
+    def forward(self, query_emb: Tensor, label_emb: Tensor, target: Tensor, pos: Tensor,
+                return_stats: bool | None = None):
         """Compute the loss (see the class docstring).
 
         Args:
             query_emb: ``[B, D]`` query embeddings.
             label_emb: ``[N, D]`` in-batch label embeddings.
             target: ``[B, N]`` bool / 0-1 float: every in-batch positive of each query.
-            pos: ``[B]`` index of the sampled positive per query; sampled when None.
-            propensity: ``[N]`` label propensities for ``positive_sampling="propensity"``.
-            generator: ``torch.Generator`` for the positive sampling.
+            pos: ``[B]`` index of the sampled positive per query.
             return_stats: override the module's ``return_stats``.
 
         Returns:
@@ -343,24 +285,8 @@ class TripletLoss(nn.Module):
         if query_emb.dim() != 2 or label_emb.dim() != 2:
             raise ValueError("query_emb must be [B, D] and label_emb [N, D]")
         if query_emb.shape[1] != label_emb.shape[1]:
-            raise ValueError(
-                f"embedding sizes differ: queries {query_emb.shape[1]}, labels {label_emb.shape[1]}"
-            )
-        target = target.to(query_emb.device)
-        if pos is None:
-            if self.positive_sampling == "propensity":
-                if propensity is None:
-                    raise ValueError("positive_sampling='propensity' needs `propensity`")
-                pos = sample_positives(target, propensity, generator)
-            else:
-                pos = sample_positives(target, None, generator)
+            raise ValueError(f"embedding sizes differ: queries {query_emb.shape[1]}, labels {label_emb.shape[1]}")
         s = self.scores(query_emb, label_emb)
-        loss, stats = triplet_loss_from_scores(
-            s, target, pos,
-            k=self.k, margin=self.margin, dynamic_margin=self.dynamic_margin,
-            min_margin=self.min_margin, max_margin=self.max_margin,
-            aggressive=self.aggressive, tau=self.tau, detach_weights=self.detach_weights,
-            reduction=self.reduction,
-        )
+        loss, stats = triplet_loss_from_scores(s, target.to(query_emb.device), pos, self.config, self.reduction)
         want = self.return_stats if return_stats is None else return_stats
         return (loss, stats) if want else loss

@@ -8,65 +8,42 @@ Usage::
     model = create_model("runs/x/model")                 # a folder written by model.save()
     emb = model(title_ids, title_lens, image_vectors, image_mask)   # [B, D] float32
 
-The backbone is a transformers ``AutoModel`` (no LM head), from :func:`pretrained.resolve`
-(offline GGUF included). Decoders are wrapped with peft LoRA (``lora_r=0``: full fine-tuning);
-encoders are fully fine-tuned. Each image (one frozen-vision vector of ``vision_dim``) is
-projected by ``image_proj`` into the token-embedding space and inserted as one token;
-:class:`~vixml_lib.prompt.PromptAssembler` builds the prompt (template, see ``prompt.py``).
-Pooling is the mean over every real position (prompt and image tokens included) or the
-last real position; embeddings are L2-normalised.
-
-``tiny_model_config(kind)`` gives a tiny RANDOM-weight backbone (BertConfig / LlamaConfig,
-hidden 32, 2 layers) with a tokenizer-free stand-in (:class:`RandomWordTokenizer`), for
-shape and speed tests with no files.
+The backbone is a transformers ``AutoModel`` (no LM head) loaded by :mod:`vixml_lib.backbones`
+(offline GGUF included; layer cutting, attention dropout, LoRA there too). Decoders are
+wrapped with peft LoRA (``lora_r=0``: full fine-tuning); encoders are fully fine-tuned. Each
+image (one frozen-vision vector of ``vision_dim``) is projected by ``image_proj`` into the
+token-embedding space and inserted as one token; :class:`~vixml_lib.prompt.PromptAssembler`
+builds the prompt (template, see :mod:`vixml_lib.prompt`). Pooling is the mean over every
+real position (prompt and image tokens included) or the last real position; embeddings are
+L2-normalised. Tiny random-weight configs for tests: :func:`vixml_lib.testing.tiny_model_config`.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import functools
 import inspect
 import logging
-import warnings
-import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import DTYPES, apply_lora, detect_kind, enable_checkpointing, get_tokenizer, load_backbone
 from .config import config_from_dict
 from .io_utils import atomic_path, read_json, write_json
-from .pretrained import load_tokenizer, resolve
 from .prompt import AssembledBatch, PromptAssembler, PromptTemplate, get_template
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ModelConfig",
-    "MODEL_PRESETS",
-    "DECODER_LORA_TARGETS",
-    "ENCODER_LORA_TARGETS",
-    "create_model",
-    "load_model",
-    "DualEncoder",
-    "EncoderOutput",
-    "tiny_model_config",
-    "RandomWordTokenizer",
-    "get_tokenizer",
-    "detect_kind",
-    "clear_backbone_cache",
-]
+__all__ = ["ModelConfig", "MODEL_PRESETS", "model_config", "create_model", "load_model", "is_saved_model",
+           "DualEncoder", "EncoderOutput"]
 
-DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]  # BERT-like (only with lora_on_encoder)
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "trainable.safetensors"
-_DTYPES = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -128,8 +105,8 @@ class ModelConfig:
             raise ValueError(f"kind must be auto, encoder or decoder, got {self.kind!r}")
         if self.pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {self.pooling!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.num_layers is not None and self.num_layers < 1:
@@ -144,7 +121,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping, source: str = "model config") -> "ModelConfig":
+    def from_dict(cls, values: Mapping, source: str = "model config") -> ModelConfig:
         return config_from_dict(cls, dict(values), source=source)
 
 
@@ -174,236 +151,6 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-# ---------------------------------------------------------------------------------------
-# tokenizers and backbones
-
-
-@functools.lru_cache(maxsize=8)
-def get_tokenizer(name: str, trust_remote_code: bool = False):
-    """The tokenizer of a named backbone, loaded once per process (GGUF parsing takes seconds).
-
-    Random backbones (``random-tiny-*``) get their :class:`RandomWordTokenizer`.
-    """
-    if name in RANDOM_BACKBONES:
-        return RANDOM_BACKBONES[name][1]()
-    return load_tokenizer(name, trust_remote_code=trust_remote_code)
-
-
-class RandomWordTokenizer:
-    """A tokenizer-free stand-in for the random tiny backbones: a word's id is a hash of it.
-
-    ``bert`` flavour: ``[CLS]``=3 / ``[SEP]``=4, no BOS/EOS; ``llama`` flavour: BOS=1 (not
-    prepended, like SmolLM2 / Qwen2.5) and EOS=2. Padding id 0. Ids lie in ``[0, vocab_size)``.
-    """
-
-    pad_token_id = 0
-    unk_token_id = 5
-    unk_token = "<unk>"
-    n_special = 8
-
-    def __init__(self, vocab_size: int = 1000, flavour: str = "llama"):
-        self.vocab_size = int(vocab_size)
-        self.flavour = flavour
-        if flavour == "bert":
-            self.bos_token_id = self.eos_token_id = None
-            self.cls_token_id, self.sep_token_id = 3, 4
-        else:
-            self.bos_token_id, self.eos_token_id = 1, 2
-            self.cls_token_id = self.sep_token_id = None
-        self._specials = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "[CLS]": 3, "[SEP]": 4, "<unk>": 5}
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        if token in self._specials:
-            return self._specials[token]
-        return self.n_special + zlib.crc32(token.encode("utf-8")) % (self.vocab_size - self.n_special)
-
-    def _one(self, text: str, add_special_tokens: bool, truncation: bool, max_length: int | None) -> list[int]:
-        ids = [self.convert_tokens_to_ids(w) for w in text.lower().split()]
-        if truncation and max_length is not None:
-            ids = ids[:max_length]
-        if add_special_tokens and self.flavour == "bert":
-            ids = [self.cls_token_id] + ids + [self.sep_token_id]
-        return ids
-
-    def __call__(self, text, add_special_tokens: bool = True, truncation: bool = False, max_length: int | None = None, **_):
-        if isinstance(text, str):
-            return {"input_ids": self._one(text, add_special_tokens, truncation, max_length)}
-        return {"input_ids": [self._one(t, add_special_tokens, truncation, max_length) for t in text]}
-
-
-def _tiny_bert_config():
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=1000,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-
-
-def _tiny_llama_config():
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=1000,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-
-
-# name -> (transformers config factory, tokenizer factory)
-RANDOM_BACKBONES = {
-    "random-tiny-bert": (_tiny_bert_config, lambda: RandomWordTokenizer(1000, "bert")),
-    "random-tiny-llama": (_tiny_llama_config, lambda: RandomWordTokenizer(1000, "llama")),
-}
-
-
-def detect_kind(hf_config) -> str:
-    """``encoder`` or ``decoder`` from a transformers config (``is_decoder``, model type,
-    architectures)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    if getattr(hf_config, "is_decoder", False):
-        return "decoder"
-    archs = getattr(hf_config, "architectures", None) or []
-    if any(a.endswith("ForCausalLM") for a in archs):
-        return "decoder"
-    mt = getattr(hf_config, "model_type", "")
-    if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "encoder"
-    if mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "decoder"
-    return "encoder"
-
-
-#: keep the de-quantised weights of GGUF backbones in memory (CPU) for later create_model calls
-CACHE_GGUF_WEIGHTS = True
-_GGUF_CACHE: dict[tuple, tuple] = {}
-
-
-def _layer_index(name: str) -> int | None:
-    """The layer number in a parameter name such as ``layers.3.mlp.up_proj.weight``."""
-    parts = name.split(".")
-    for a, b in zip(parts, parts[1:]):
-        if a in ("layers", "layer", "h") and b.isdigit():
-            return int(b)
-    return None
-
-
-def clear_backbone_cache() -> None:
-    """Forget the in-memory copies of de-quantised GGUF backbones."""
-    _GGUF_CACHE.clear()
-
-
-def _load_backbone(config: ModelConfig):
-    """(transformers model without head, tokenizer) for ``config.backbone``."""
-    from transformers import AutoModel
-
-    dtype = _DTYPES[config.dtype]
-    if config.backbone in RANDOM_BACKBONES:
-        make_cfg, _ = RANDOM_BACKBONES[config.backbone]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = AutoModel.from_config(make_cfg(), attn_implementation=config.attn_implementation)
-        model = model.to(dtype)
-    else:
-        src = resolve(config.backbone)
-        key = (src.path, src.gguf_file, str(dtype), config.trust_remote_code)
-        if src.gguf_file and key in _GGUF_CACHE:
-            # de-quantising a GGUF file takes many seconds: rebuild from the kept weights
-            hf_config, state = _GGUF_CACHE[key]
-            hf_config = copy.deepcopy(hf_config)
-            n = config.num_layers
-            if n is not None and n < hf_config.num_hidden_layers:  # build only the layers kept
-                hf_config.num_hidden_layers = n
-                if isinstance(getattr(hf_config, "layer_types", None), list):
-                    hf_config.layer_types = hf_config.layer_types[:n]
-                state = {k: v for k, v in state.items() if _layer_index(k) is None or _layer_index(k) < n}
-            model = AutoModel.from_config(hf_config, attn_implementation=config.attn_implementation, dtype=dtype)
-            model.load_state_dict(state, strict=True)
-        else:
-            model = AutoModel.from_pretrained(
-                src.path,
-                dtype=dtype,
-                attn_implementation=config.attn_implementation,
-                trust_remote_code=config.trust_remote_code,
-                **src.kwargs(),
-            )
-            if src.gguf_file and CACHE_GGUF_WEIGHTS:
-                _GGUF_CACHE[key] = (
-                    copy.deepcopy(model.config),
-                    {k: v.detach().clone() for k, v in model.state_dict().items()},
-                )
-    if config.attention_dropout is not None:
-        set_attention_dropout(model, config.attention_dropout)
-    if config.num_layers is not None:
-        keep_first_layers(model, config.num_layers)
-    tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
-    return model, tokenizer
-
-
-def keep_first_layers(model: nn.Module, n: int) -> nn.Module:
-    """Truncate a transformers backbone to its first ``n`` transformer layers, in place.
-
-    The layer stack is the module list whose length is ``config.num_hidden_layers``
-    (``layers`` for Llama/Qwen, ``encoder.layer`` for BERT); the config (and its per-layer
-    ``layer_types``, when present) is updated to match.
-    """
-    total = int(model.config.num_hidden_layers)
-    if n > total:
-        raise ValueError(f"num_layers={n}, but the backbone has only {total} layers")
-    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == total]
-    if not stacks:
-        raise ValueError(f"cannot find the layer list of {type(model).__name__} to keep {n} of {total} layers")
-    stack = stacks[0]
-    del stack[n:]
-    model.config.num_hidden_layers = n
-    if isinstance(getattr(model.config, "layer_types", None), list):
-        model.config.layer_types = model.config.layer_types[:n]
-    return model
-
-
-def set_attention_dropout(model: nn.Module, p: float) -> int:
-    """Set the attention-probability dropout of a transformers backbone (BERT family:
-    ``*SelfAttention.dropout``; Llama/Qwen family: ``attention_dropout``). Returns how
-    many attention modules were changed."""
-    changed = 0
-    for module in model.modules():
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = float(p)
-            changed += 1
-        elif type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None), nn.Dropout):
-            module.dropout.p = float(p)
-            changed += 1
-    for name in ("attention_probs_dropout_prob", "attention_dropout"):
-        if hasattr(model.config, name):
-            setattr(model.config, name, float(p))
-    return changed
-
-
-def _enable_checkpointing(model) -> None:
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-# ---------------------------------------------------------------------------------------
-# the model
-
-
 @dataclass
 class EncoderOutput:
     """Details of one forward pass (see :meth:`DualEncoder.forward_details`)."""
@@ -423,7 +170,7 @@ class DualEncoder(nn.Module):
         super().__init__()
         self.config = config
         if backbone is None:
-            backbone, tok = _load_backbone(config)
+            backbone, tok = load_backbone(config)
             tokenizer = tokenizer or tok
         elif tokenizer is None:
             tokenizer = get_tokenizer(config.backbone, config.trust_remote_code)
@@ -436,31 +183,14 @@ class DualEncoder(nn.Module):
         # trainable parts of the backbone
         use_lora = config.train_backbone and config.lora_r > 0 and (self.kind == "decoder" or config.lora_on_encoder)
         if config.gradient_checkpointing:
-            _enable_checkpointing(backbone)
+            enable_checkpointing(backbone)
         if use_lora:
-            from peft import LoraConfig, get_peft_model
-
-            targets = config.lora_target_modules or (
-                DECODER_LORA_TARGETS if self.kind == "decoder" else ENCODER_LORA_TARGETS
-            )
-            lora = LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                use_rslora=config.lora_rslora,
-                target_modules=list(targets),
-                bias="none",
-            )
-            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-                # peft still calls transformers' deprecated `is_gradient_checkpointing`
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                torch.manual_seed(config.seed + 1)
-                backbone = get_peft_model(backbone, lora)
+            backbone = apply_lora(backbone, config, self.kind)
         else:
             backbone.requires_grad_(config.train_backbone)
         self.uses_lora = use_lora
         self.backbone = backbone
-        self._forward_params = set(inspect.signature(self._hf_model().forward).parameters)
+        self._forward_params = set(inspect.signature(self.base_model.forward).parameters)
 
         self.image_proj: nn.Linear | None = None
         if config.use_images:
@@ -477,8 +207,10 @@ class DualEncoder(nn.Module):
             t = {**t, "kind": self.kind}
         return get_template(t, **self.config.template_overrides)
 
-    def _hf_model(self):
-        """The transformers model inside the (possibly peft-wrapped) backbone."""
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformers model inside the (possibly peft-wrapped) backbone; its ``config``
+        says the number of layers and heads."""
         b = self.backbone
         return b.get_base_model() if hasattr(b, "get_base_model") else b
 
@@ -498,7 +230,7 @@ class DualEncoder(nn.Module):
         return self.hidden_size
 
     def token_embedding(self) -> nn.Module:
-        return self._hf_model().get_input_embeddings()
+        return self.base_model.get_input_embeddings()
 
     # ---------------------------------------------------------------- forward
     def _autocast(self, device: torch.device):
@@ -507,7 +239,7 @@ class DualEncoder(nn.Module):
             return torch.autocast(device_type="cuda", dtype=dt)
         return contextlib.nullcontext()
 
-    def assemble(self, title_ids, title_lens, image_vectors=None, image_mask=None, side: str = "right") -> AssembledBatch:
+    def assemble(self, title_ids, title_lens, image_vectors=None, image_mask=None) -> AssembledBatch:
         """The assembled prompt of a batch (projected images included), on the model's device."""
         dev = self.device
         title_ids = torch.as_tensor(title_ids).to(dev, non_blocking=True).long()
@@ -518,7 +250,8 @@ class DualEncoder(nn.Module):
             if vec.dim() == 2:  # one image per item
                 vec = vec[:, None]
             if vec.shape[-1] != self.config.vision_dim:
-                raise ValueError(f"image vectors have dim {vec.shape[-1]}, the model expects vision_dim={self.config.vision_dim}")
+                raise ValueError(f"image vectors have dim {vec.shape[-1]}, "
+                                 f"the model expects vision_dim={self.config.vision_dim}")
             vec = vec[:, : self.config.max_images]
             image_embeds = self.image_proj(vec.to(self.image_proj.weight.dtype))
             if image_mask is not None:
@@ -526,7 +259,7 @@ class DualEncoder(nn.Module):
                 if mask.dim() == 1:
                     mask = mask[:, None]
                 mask = mask[:, : self.config.max_images]
-        return self.assembler.assemble(title_ids, title_lens, self.token_embedding(), image_embeds, mask, side=side)
+        return self.assembler.assemble(title_ids, title_lens, self.token_embedding(), image_embeds, mask)
 
     def forward_details(
         self,
@@ -586,30 +319,9 @@ class DualEncoder(nn.Module):
             ids[r, : len(e)] = torch.tensor(e, dtype=torch.long)
         return ids, torch.tensor([len(e) for e in enc], dtype=torch.long)
 
-    @torch.no_grad()
-    def embed_numpy(
-        self, title_ids, title_lens, image_vectors=None, image_mask=None, batch_size: int = 256
-    ) -> np.ndarray:
-        """Embed many items in eval mode, by batches; returns float32 numpy [N, D]."""
-        was_training = self.training
-        self.eval()
-        try:
-            n = len(title_lens)
-            out = np.empty((n, self.embedding_dim), dtype=np.float32)
-            for s in range(0, n, batch_size):
-                sl = slice(s, min(n, s + batch_size))
-                lens = np.asarray(title_lens[sl])
-                width = max(1, int(lens.max()) if len(lens) else 1)
-                ids = np.asarray(title_ids[sl])[:, :width]
-                iv = None if image_vectors is None else torch.as_tensor(np.asarray(image_vectors[sl]))
-                im = None if image_mask is None else torch.as_tensor(np.asarray(image_mask[sl]))
-                out[sl] = self(torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(lens.astype(np.int64)), iv, im).cpu().numpy()
-            return out
-        finally:
-            self.train(was_training)
-
     # ---------------------------------------------------------------- optimisation
-    def param_groups(self, lr_backbone: float, lr_image_proj: float | None = None, weight_decay: float = 0.0) -> list[dict]:
+    def param_groups(self, lr_backbone: float, lr_image_proj: float | None = None,
+                     weight_decay: float = 0.0) -> list[dict]:
         """AdamW parameter groups of the trainable parameters: backbone and image
         projection with their own learning rates; biases and norm weights (1-d) without
         weight decay. Each group has a ``name``."""
@@ -665,12 +377,13 @@ class DualEncoder(nn.Module):
             save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "vixml_lib.models"})
         write_json(
             folder / CONFIG_FILE,
-            {"format": "vixml-dual-encoder", "version": 1, "config": self.resolved_config().to_dict(), "trainable": sorted(tensors)},
+            {"format": "vixml-dual-encoder", "version": 1, "config": self.resolved_config().to_dict(),
+             "trainable": sorted(tensors)},
         )
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> "DualEncoder":
+    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> DualEncoder:
         """Rebuild from the saved config (with ``overrides``, e.g. ``attn_implementation``) and
         load the saved trainable weights."""
         from safetensors.torch import load_file
@@ -694,43 +407,34 @@ class DualEncoder(nn.Module):
         return f"kind={self.kind}, template={self.template.describe()!r}, pooling={self.config.pooling}"
 
 
-# ---------------------------------------------------------------------------------------
-# factory
+def model_config(name_or_config: str | ModelConfig | Mapping = "minilm", **overrides) -> ModelConfig:
+    """The one way to merge a preset with overrides: a preset name (:data:`MODEL_PRESETS`), a
+    :class:`ModelConfig`, a mapping of its fields or a backbone name, with ``overrides``
+    replacing config fields."""
+    if isinstance(name_or_config, ModelConfig):
+        base, source = name_or_config.to_dict(), "model config"
+    elif isinstance(name_or_config, Mapping):
+        base, source = dict(name_or_config), "model config"
+    elif name_or_config in MODEL_PRESETS:
+        base, source = MODEL_PRESETS[name_or_config].to_dict(), name_or_config
+    else:
+        base, source = {"backbone": name_or_config}, "model config"
+    return ModelConfig.from_dict({**base, **overrides}, source=source)
 
 
 def create_model(name_or_config: str | ModelConfig | Mapping = "minilm", **overrides) -> DualEncoder:
-    """Build a :class:`DualEncoder` from a preset name (:data:`MODEL_PRESETS`), a
-    :class:`ModelConfig`, a mapping of its fields, a folder written by ``save`` or a
-    backbone name; ``overrides`` replace config fields."""
-    if isinstance(name_or_config, ModelConfig):
-        config = ModelConfig.from_dict({**name_or_config.to_dict(), **overrides})
-    elif isinstance(name_or_config, Mapping):
-        config = ModelConfig.from_dict({**dict(name_or_config), **overrides})
-    elif name_or_config in MODEL_PRESETS:
-        config = ModelConfig.from_dict({**MODEL_PRESETS[name_or_config].to_dict(), **overrides}, source=name_or_config)
-    elif (Path(name_or_config) / CONFIG_FILE).is_file():
+    """Build a :class:`DualEncoder` from anything :func:`model_config` takes, or from a folder
+    written by :meth:`DualEncoder.save`; ``overrides`` replace config fields."""
+    if isinstance(name_or_config, (str, Path)) and is_saved_model(name_or_config):
         return DualEncoder.load(name_or_config, **overrides)
-    else:
-        config = ModelConfig.from_dict({"backbone": name_or_config, **overrides})
-    return DualEncoder(config)
+    return DualEncoder(model_config(name_or_config, **overrides))
+
+
+def is_saved_model(folder: str | Path) -> bool:
+    """True when ``folder`` holds a model written by :meth:`DualEncoder.save`."""
+    return (Path(folder) / CONFIG_FILE).is_file()
 
 
 def load_model(folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> DualEncoder:
     """Load a model written by :meth:`DualEncoder.save`."""
     return DualEncoder.load(folder, map_location=map_location, **overrides)
-
-
-def tiny_model_config(kind: str = "encoder", /, **overrides) -> ModelConfig:
-    """A config with a tiny RANDOM-weight backbone (hidden 32, 2 layers, vocab 1000) and a
-    hashing word tokenizer: for shape/speed tests only, it has learnt nothing."""
-    if kind not in ("encoder", "decoder"):
-        raise ValueError(f"kind must be 'encoder' or 'decoder', got {kind!r}")
-    base = dict(
-        backbone="random-tiny-bert" if kind == "encoder" else "random-tiny-llama",
-        kind=kind,
-        vision_dim=16,
-        lora_r=4,
-        lora_alpha=4,
-    )
-    base.update(overrides)
-    return ModelConfig.from_dict(base)

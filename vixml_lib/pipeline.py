@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from .config import PipelineConfig, save_config
 from .io_utils import atomic_open, write_json
 from .report import collect_metrics
+from .runs import PipelineFolder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class NotebookFailed(RuntimeError):
 
     def __init__(self, notebook: str, cell: int | None, source: str, error: str, output: Path):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
-        where = f"cell {cell} ({source.strip().splitlines()[0][:60] if source.strip() else 'empty'!r})" if cell else "start-up"
+        first_line = source.strip().splitlines()[0][:60] if source.strip() else "empty"
+        where = f"cell {cell} ({first_line!r})" if cell else "start-up"
         super().__init__(f"notebook {notebook} failed at {where}: {error}\n  executed copy: {output}")
 
 
@@ -108,8 +109,9 @@ def run_pipeline(config: PipelineConfig, run_dir: str | Path | None = None) -> d
 
     run_dir = Path(run_dir) if run_dir else Path("reports") / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
+    folder = PipelineFolder(run_dir)
     notebooks = find_notebooks(config)
-    save_config(config, run_dir / "config.yaml")
+    save_config(config, folder.config)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "notebooks": []}
     bar = tqdm(notebooks, desc="pipeline", unit="notebook")
     try:
@@ -117,7 +119,7 @@ def run_pipeline(config: PipelineConfig, run_dir: str | Path | None = None) -> d
             bar.set_postfix_str(nb.stem)
             declared = set(pm.inspect_notebook(str(nb)).keys())
             params = notebook_parameters(config, nb, run_dir, declared)
-            out = run_dir / nb.name
+            out = folder.notebook(nb.name)
             log.info("running %s with %s", nb.name, params)
             entry: dict[str, Any] = {"notebook": nb.stem, "parameters": params}
             summary["notebooks"].append(entry)
@@ -143,6 +145,6 @@ def run_pipeline(config: PipelineConfig, run_dir: str | Path | None = None) -> d
     finally:
         bar.close()
         summary["metrics"] = collect_metrics(run_dir)
-        write_json(run_dir / "metrics.json", summary["metrics"])
-        write_json(run_dir / "pipeline.json", {k: v for k, v in summary.items() if k != "metrics"})
+        write_json(folder.metrics, summary["metrics"])
+        write_json(folder.summary, {k: v for k, v in summary.items() if k != "metrics"})
     return summary

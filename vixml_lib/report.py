@@ -5,10 +5,12 @@ from pathlib import Path
 from typing import Any
 
 from .io_utils import read_json, write_json
+from .runs import PipelineFolder
 
 
 def figure_path(run_dir: str | Path, name: str, ext: str = "png") -> Path:
-    path = Path(run_dir) / "figures" / f"{name}.{ext}"
+    """``<run_dir>/figures/<name>.<ext>`` (its folder created)."""
+    path = PipelineFolder(run_dir).figure(name, ext)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -22,13 +24,14 @@ def save_figure(fig, run_dir: str | Path, name: str, dpi: int = 110) -> Path:
 
 def save_metrics(run_dir: str | Path, name: str, metrics: dict[str, Any]) -> Path:
     """Save one notebook's metrics as ``<run_dir>/metrics/<name>.json``; the pipeline merges them."""
-    path = Path(run_dir) / "metrics" / f"{name}.json"
+    path = PipelineFolder(run_dir).notebook_metrics(name)
     write_json(path, metrics)
     return path
 
 
 def collect_metrics(run_dir: str | Path) -> dict[str, Any]:
-    folder = Path(run_dir) / "metrics"
+    """Every notebook's metrics of a run folder, by notebook name."""
+    folder = PipelineFolder(run_dir).metrics_dir
     return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 

@@ -168,35 +168,44 @@ def exact_topk(
     for q0 in range(0, n, block_size):
         q1 = min(q0 + block_size, n)
         qb = q[q0:q1].to(device=dev, dtype=cdt, non_blocking=True)
-        ex_rows = ex_cols = None
+        ex = None
         if excl is not None:
             sub = excl[q0:q1].tocoo()
             if sub.nnz:
-                ex_rows = torch.from_numpy(sub.row.astype(np.int64)).to(dev)
-                ex_cols = torch.from_numpy(sub.col.astype(np.int64)).to(dev)
-        best_s = best_i = None
-        for l0, l1 in label_blocks:
-            s = (qb @ lab_dev[l0:l1].T).float()
-            if ex_rows is not None:
-                sel = (ex_cols >= l0) & (ex_cols < l1)
-                if bool(sel.any()):
-                    s[ex_rows[sel], ex_cols[sel] - l0] = float("-inf")
-            kk = min(k_out, l1 - l0)
-            bs, bi = torch.topk(s, kk, dim=1, largest=True, sorted=True)
-            bi = bi + l0
-            if best_s is None:
-                best_s, best_i = bs, bi
-            else:  # merge the running top-k with this label block's
-                cs = torch.cat([best_s, bs], dim=1)
-                ci = torch.cat([best_i, bi], dim=1)
-                best_s, pos = torch.topk(cs, min(k_out, cs.shape[1]), dim=1)
-                best_i = ci.gather(1, pos)
-            del s
-        best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
+                ex = (torch.from_numpy(sub.row.astype(np.int64)).to(dev),
+                      torch.from_numpy(sub.col.astype(np.int64)).to(dev))
+        best_s, best_i = _block_topk(qb, lab_dev, label_blocks, k_out, ex)
         scores_out[q0:q1] = best_s.cpu().numpy()
         index_out[q0:q1] = best_i.cpu().numpy()
         del qb
     return scores_out, index_out
+
+
+def _block_topk(qb: torch.Tensor, lab: torch.Tensor, label_blocks: list[tuple[int, int]], k: int,
+                exclude: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of one query block ``qb`` [b, d] over the labels ``lab`` [m, d], one label
+    block at a time with a running merge; ``exclude``: (rows, cols) set to -inf first.
+    Returns ``(scores [b, k], indices [b, k])`` with index -1 where the score is -inf."""
+    best_s = best_i = None
+    for l0, l1 in label_blocks:
+        s = (qb @ lab[l0:l1].T).float()
+        if exclude is not None:
+            rows, cols = exclude
+            sel = (cols >= l0) & (cols < l1)
+            if bool(sel.any()):
+                s[rows[sel], cols[sel] - l0] = float("-inf")
+        bs, bi = torch.topk(s, min(k, l1 - l0), dim=1, largest=True, sorted=True)
+        bi = bi + l0
+        if best_s is None:
+            best_s, best_i = bs, bi
+        else:  # merge the running top-k with this label block's
+            cs = torch.cat([best_s, bs], dim=1)
+            ci = torch.cat([best_i, bi], dim=1)
+            best_s, pos = torch.topk(cs, min(k, cs.shape[1]), dim=1)
+            best_i = ci.gather(1, pos)
+        del s
+    best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
+    return best_s, best_i
 
 
 # --------------------------------------------------------------------------- faiss
@@ -257,6 +266,17 @@ def faiss_topk(
     if n == 0 or m == 0:
         return np.empty((n, k_out), np.float32), np.empty((n, k_out), np.int64)
 
+    search_index = _faiss_index(faiss, lx, index, nlist, nprobe, use_gpu, seed, max_train_points)
+    extra = int(np.diff(excl.indptr).max()) if excl is not None and excl.nnz else 0
+    dist, idx = search_index.search(qx, min(k_out + extra, m))
+    return _drop_missing(dist.astype(np.float32, copy=False), idx.astype(np.int64, copy=False),
+                         excl if extra else None, k_out)
+
+
+def _faiss_index(faiss, lx: np.ndarray, index: str, nlist, nprobe, use_gpu, seed: int, max_train_points):
+    """A FAISS inner-product index over the labels ``lx`` [m, d] (flat, or IVF trained on a
+    sample), moved to the GPU when asked (or when ``use_gpu`` is None and one is there)."""
+    m, d = lx.shape
     if index == "flat":
         cpu_index = faiss.IndexFlatIP(d)
     elif index == "ivf":
@@ -277,40 +297,37 @@ def faiss_topk(
         raise ValueError(f"index must be 'flat' or 'ivf', got {index!r}")
 
     ngpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    has_gpu = ngpu > 0 and hasattr(faiss, "StandardGpuResources")
     if use_gpu is None:
-        use_gpu = ngpu > 0 and hasattr(faiss, "StandardGpuResources")
-    if use_gpu:
-        if not (ngpu > 0 and hasattr(faiss, "StandardGpuResources")):
-            raise RuntimeError("use_gpu=True but this FAISS build sees no GPU")
-        res = faiss.StandardGpuResources()
-        search_index = faiss.index_cpu_to_gpu(res, 0, cpu_index)
-    else:
-        search_index = cpu_index
+        use_gpu = has_gpu
+    if not use_gpu:
+        cpu_index.add(lx)
+        return cpu_index
+    if not has_gpu:
+        raise RuntimeError("use_gpu=True but this FAISS build sees no GPU")
+    search_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu_index)
     search_index.add(lx)
-    if index == "ivf" and use_gpu:
+    if index == "ivf":
         if hasattr(faiss, "GpuParameterSpace"):
             faiss.GpuParameterSpace().set_index_parameter(search_index, "nprobe", cpu_index.nprobe)
         else:  # pragma: no cover
             search_index.nprobe = cpu_index.nprobe
+    return search_index
 
-    extra = 0
-    if excl is not None and excl.nnz:
-        extra = int(np.diff(excl.indptr).max())
-    k_search = min(k_out + extra, m)
-    dist, idx = search_index.search(qx, k_search)
-    dist = dist.astype(np.float32, copy=False)
-    idx = idx.astype(np.int64, copy=False)
+
+def _drop_missing(dist: np.ndarray, idx: np.ndarray, excl: sp.csr_matrix | None, k: int):
+    """Mark FAISS's empty slots and the excluded pairs as (-inf, -1), move them to the end
+    of each row (stable: FAISS's order otherwise) and keep the first ``k`` columns."""
     missing = idx < 0
-    if extra:
+    if excl is not None:
         missing |= _is_excluded(excl, idx)
     dist = np.where(missing, np.float32(-np.inf), dist)
     idx = np.where(missing, -1, idx)
-    if extra or missing.any():
-        # move the dropped slots to the end (stable: keeps FAISS's order otherwise)
+    if excl is not None or missing.any():
         o = np.argsort(missing, axis=1, kind="stable")
         dist = np.take_along_axis(dist, o, axis=1)
         idx = np.take_along_axis(idx, o, axis=1)
-    return np.ascontiguousarray(dist[:, :k_out]), np.ascontiguousarray(idx[:, :k_out])
+    return np.ascontiguousarray(dist[:, :k]), np.ascontiguousarray(idx[:, :k])
 
 
 def _is_excluded(excl: sp.csr_matrix, idx: np.ndarray) -> np.ndarray:

@@ -26,8 +26,9 @@ reproducible.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -168,6 +169,70 @@ def _argsort_rows_desc(grid):
     return torch.sort(grid, dim=1, descending=True).indices
 
 
+def _split_level(xw, order, node_chunks, n: int, cs: int, n_iter: int, tol: float, rng: np.random.Generator):
+    """One level of the balanced 2-means tree, all nodes at once (see :func:`balanced_clusters`).
+
+    ``xw`` [n_pad, d]: the working copy in layout order; ``order`` [n_pad]: layout position ->
+    point id (>= n: padding); ``node_chunks`` [nodes]: each node's number of ``cs``-chunks.
+    Returns the three for the next level (each node split in two, rows in rank order)."""
+    import torch
+
+    dev = xw.device
+    n_pad, d = xw.shape
+    nc = n_pad // cs
+    n_nodes = node_chunks.numel()
+    node_start = torch.cumsum(node_chunks, 0) - node_chunks  # in chunks
+    chunk_node = torch.repeat_interleave(torch.arange(n_nodes, device=dev), node_chunks)
+    row_node = chunk_node.repeat_interleave(cs)  # [n_pad]
+    node_rows = node_chunks * cs
+    node_row_start = node_start * cs
+    offs = torch.arange(n_pad, device=dev) - node_row_start[row_node]
+    width = int(node_rows.max())
+    slot = row_node * width + offs  # layout row -> cell of the [n_nodes, width] grid
+    is_pad = order >= n
+    real = _segment_sum((~is_pad).view(nc, cs).sum(1, keepdim=True), chunk_node,
+                        node_start).view(-1)
+    left = (node_chunks // 2) * cs  # rows going left, per node
+    rank_is_left = torch.arange(width, device=dev).unsqueeze(0) < left.unsqueeze(1)
+
+    # Seeds: two distinct random real members of each node.
+    real_np = real.cpu().numpy()
+    r0 = (rng.random(n_nodes) * real_np).astype(np.int64)
+    r1 = (r0 + 1 + (rng.random(n_nodes) * np.maximum(real_np - 1, 1)).astype(np.int64)) \
+        % np.maximum(real_np, 1)
+    c0 = xw[node_row_start + torch.from_numpy(r0).to(dev)]
+    c1 = xw[node_row_start + torch.from_numpy(r1).to(dev)]
+    xc = xw.view(nc, cs, d)
+    node_sum = _segment_sum(xc.sum(dim=1), chunk_node, node_start)
+    side = None
+    ranks = None
+    grid = torch.full((n_nodes * width,), float("-inf"), device=dev)
+    for _ in range(max(1, int(n_iter))):
+        direction = c0 - c1  # [n_nodes, d]
+        p = torch.einsum("cjd,cd->cj", xc, direction[chunk_node]).reshape(n_pad)
+        grid[slot] = torch.where(is_pad, float("-inf"), p)
+        ranks = _argsort_rows_desc(grid.view(n_nodes, width))  # rank -> in-node offset
+        side_grid = torch.empty(n_nodes, width, dtype=torch.bool, device=dev)
+        side_grid.scatter_(1, ranks, rank_is_left)
+        new_side = side_grid.view(-1)[slot]  # True = left
+        changed = n_pad if side is None else int((new_side != side).sum())
+        side = new_side
+        lsum = torch.bmm(side.view(nc, 1, cs).to(torch.float32), xc).view(nc, d)
+        left_sum = _segment_sum(lsum, chunk_node, node_start)
+        c0 = torch.nn.functional.normalize(left_sum, dim=1)
+        c1 = torch.nn.functional.normalize(node_sum - left_sum, dim=1)
+        if changed <= tol * n:
+            break
+    # New layout: each node's rows in rank order (left part first, pads last).
+    valid = ranks < node_rows.unsqueeze(1)
+    perm = (node_row_start.unsqueeze(1) + ranks)[valid]
+    order = order[perm]
+    xw = xw[perm]
+    child = torch.stack([node_chunks // 2, node_chunks - node_chunks // 2], dim=1).reshape(-1)
+    node_chunks = child[child > 0]
+    return xw, order, node_chunks
+
+
 def balanced_clusters(
     embeddings,
     cluster_size: int,
@@ -243,56 +308,7 @@ def balanced_clusters(
     # Nodes are runs of whole chunks in layout order; pads always sit at a node's end.
     node_chunks = torch.tensor([nc], dtype=torch.long, device=dev)
     while bool((node_chunks > 1).any()):
-        n_nodes = node_chunks.numel()
-        node_start = torch.cumsum(node_chunks, 0) - node_chunks  # in chunks
-        chunk_node = torch.repeat_interleave(torch.arange(n_nodes, device=dev), node_chunks)
-        row_node = chunk_node.repeat_interleave(cs)  # [n_pad]
-        node_rows = node_chunks * cs
-        node_row_start = node_start * cs
-        offs = torch.arange(n_pad, device=dev) - node_row_start[row_node]
-        width = int(node_rows.max())
-        slot = row_node * width + offs  # layout row -> cell of the [n_nodes, width] grid
-        is_pad = order >= n
-        real = _segment_sum((~is_pad).view(nc, cs).sum(1, keepdim=True), chunk_node,
-                            node_start).view(-1)
-        left = (node_chunks // 2) * cs  # rows going left, per node
-        rank_is_left = torch.arange(width, device=dev).unsqueeze(0) < left.unsqueeze(1)
-
-        # Seeds: two distinct random real members of each node.
-        real_np = real.cpu().numpy()
-        r0 = (rng.random(n_nodes) * real_np).astype(np.int64)
-        r1 = (r0 + 1 + (rng.random(n_nodes) * np.maximum(real_np - 1, 1)).astype(np.int64)) \
-            % np.maximum(real_np, 1)
-        c0 = xw[node_row_start + torch.from_numpy(r0).to(dev)]
-        c1 = xw[node_row_start + torch.from_numpy(r1).to(dev)]
-        xc = xw.view(nc, cs, d)
-        node_sum = _segment_sum(xc.sum(dim=1), chunk_node, node_start)
-        side = None
-        ranks = None
-        grid = torch.full((n_nodes * width,), float("-inf"), device=dev)
-        for _ in range(max(1, int(n_iter))):
-            direction = c0 - c1  # [n_nodes, d]
-            p = torch.einsum("cjd,cd->cj", xc, direction[chunk_node]).reshape(n_pad)
-            grid[slot] = torch.where(is_pad, float("-inf"), p)
-            ranks = _argsort_rows_desc(grid.view(n_nodes, width))  # rank -> in-node offset
-            side_grid = torch.empty(n_nodes, width, dtype=torch.bool, device=dev)
-            side_grid.scatter_(1, ranks, rank_is_left)
-            new_side = side_grid.view(-1)[slot]  # True = left
-            changed = n_pad if side is None else int((new_side != side).sum())
-            side = new_side
-            lsum = torch.bmm(side.view(nc, 1, cs).to(torch.float32), xc).view(nc, d)
-            left_sum = _segment_sum(lsum, chunk_node, node_start)
-            c0 = torch.nn.functional.normalize(left_sum, dim=1)
-            c1 = torch.nn.functional.normalize(node_sum - left_sum, dim=1)
-            if changed <= tol * n:
-                break
-        # New layout: each node's rows in rank order (left part first, pads last).
-        valid = ranks < node_rows.unsqueeze(1)
-        perm = (node_row_start.unsqueeze(1) + ranks)[valid]
-        order = order[perm]
-        xw = xw[perm]
-        child = torch.stack([node_chunks // 2, node_chunks - node_chunks // 2], dim=1).reshape(-1)
-        node_chunks = child[child > 0]
+        xw, order, node_chunks = _split_level(xw, order, node_chunks, n, cs, n_iter, tol, rng)
 
     lay = order.view(nc, cs).cpu().numpy()
     full = lay.max(axis=1) < n
@@ -335,7 +351,7 @@ class ClusterSchedule:
         self.double_at = tuple(sorted(int(e) for e in self.double_at))
 
     @classmethod
-    def for_backbone(cls, kind: Literal["encoder", "decoder"], **kwargs) -> "ClusterSchedule":
+    def for_backbone(cls, kind: Literal["encoder", "decoder"], **kwargs) -> ClusterSchedule:
         """The METHOD.md warm-up for an ``"encoder"`` (10 epochs) or ``"decoder"`` (4)."""
         warm = {"encoder": 10, "decoder": 4}
         if kind not in warm:

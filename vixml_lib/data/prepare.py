@@ -58,7 +58,8 @@ def _read_json_split(path: Path, title_only: bool, n_labels: int | None):
                 raise DataFormatError(path, f"'target_ind' must be a list of integers (uid {obj.get('uid')!r})", lineno)
             if not isinstance(rel, list) or len(rel) != len(ind):
                 raise DataFormatError(
-                    path, f"'target_rel' must be a list as long as 'target_ind' ({len(ind)}) (uid {obj.get('uid')!r})", lineno
+                    path, f"'target_rel' must be a list as long as 'target_ind' ({len(ind)}) "
+                    f"(uid {obj.get('uid')!r})", lineno
                 )
             bad = [i for i in ind if not 0 <= i < n_labels]
             if bad:
@@ -92,7 +93,8 @@ def _newer(outputs: list[Path], inputs: list[Path]) -> bool:
     return min(p.stat().st_mtime for p in outputs) >= max(p.stat().st_mtime for p in inputs)
 
 
-def convert_json(data_dir: str | Path, title_only: bool | None = None, encoding: str = "utf-8", force: bool = False) -> list[Path]:
+def convert_json(data_dir: str | Path, title_only: bool | None = None, encoding: str = "utf-8",
+                 force: bool = False) -> list[Path]:
     """Convert ``{trn,tst,lbl}.json.gz`` into raw text and ``X_Y`` files; returns the files written.
 
     Skipped (returns ``[]``) when the outputs are newer than the inputs, unless ``force``.
@@ -148,7 +150,10 @@ def _filter_path(data_dir: Path, split: str) -> Path:
 
 
 def image_map_path(data_dir: Path, split: str) -> Path:
-    return Path(data_dir) / f"{split}_imgs_384_3_map.npy"
+    """The item -> image map of a split, in the authors' layout."""
+    from ..images.store import bin_paths
+
+    return bin_paths(data_dir, split)[1]
 
 
 def load_dataset(data_dir: str | Path, encoding: str = "utf-8", images: bool = True) -> XMCDataset:
@@ -176,7 +181,8 @@ def load_dataset(data_dir: str | Path, encoding: str = "utf-8", images: bool = T
             raise DataFormatError(path, f"header says {Y[s].shape[1]} labels but lbl.raw.txt has {n_labels} lines", 1)
         if Y[s].shape[0] != len(texts[s]):
             raise DataFormatError(
-                path, f"{Y[s].shape[0]} label rows but {s}.raw.txt has {len(texts[s])} texts (they must match row for row)"
+                path, f"{Y[s].shape[0]} label rows but {s}.raw.txt has {len(texts[s])} texts "
+                "(they must match row for row)"
             )
         fpath = _filter_path(data_dir, s)
         if fpath.exists():

@@ -18,8 +18,10 @@ def labels_per_row(Y: sp.csr_matrix) -> np.ndarray:
 
 def image_coverage(image_map: np.ndarray) -> np.ndarray:
     """counts[j] = number of items with exactly j images (j = 0..max_images)."""
-    per_item = (image_map >= 0).sum(axis=1)
-    return np.bincount(per_item, minlength=image_map.shape[1] + 1)
+    from ..images.maps import image_counts
+
+    m = np.asarray(image_map)
+    return np.bincount(image_counts(m), minlength=(m.shape[1] if m.ndim == 2 else 1) + 1)
 
 
 def dataset_stats(ds: XMCDataset) -> dict:

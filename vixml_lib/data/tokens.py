@@ -99,7 +99,8 @@ def tokenize_dataset(
                 with open(tmp, "wb") as f:
                     np.save(f, arr)
         done[s] = sources[s]
-        log.info("tokenised %s: %d texts, %.1f%% truncated at %d", s, len(texts), 100 * np.mean(lengths == max_len), max_len)
+        log.info("tokenised %s: %d texts, %.1f%% truncated at %d", s, len(texts), 100 * np.mean(lengths == max_len),
+                 max_len)
     write_json(
         meta_path,
         {
@@ -120,7 +121,8 @@ def load_tokens(data_dir: str | Path, backbone: str, max_len: int, split: str) -
     out = cache_dir(data_dir, backbone, max_len)
     meta_path = out / "meta.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{out}: no token cache; run tokenize_dataset(...) or `vixml prepare --tokenizer {backbone}`")
+        raise FileNotFoundError(f"{out}: no token cache; run tokenize_dataset(...) "
+                                f"or `vixml prepare --tokenizer {backbone}`")
     meta = read_json(meta_path)
     ids = np.load(out / f"{split}.ids.npy", mmap_mode="r", allow_pickle=False)
     lengths = np.load(out / f"{split}.len.npy", allow_pickle=False)
