@@ -12,9 +12,22 @@ up to 3 images), this script times
    with ``max_images=3*256``; each image's 256 vectors are switched on or off together.
 
 A TRAINING STEP is: query forward + label forward + ``TripletLoss(k=10,
-dynamic_margin=True)`` over the in-batch label matrix + backward + AdamW step; the figure
-is the median over ``--steps`` timed steps after ``--warmup`` steps. INFERENCE is one
-no-grad forward (eval mode) over a batch of items, reported as items/s (median).
+dynamic_margin=True)`` over the in-batch label matrix + backward + AdamW step. INFERENCE
+is one no-grad forward (eval mode) over a batch of items, reported as items/s.
+
+Timing, for ratios that hold from one run to the next: every configuration is built first
+(model, inputs, optimizer), then warmed up (``--warmup`` steps each, interleaved), then
+timed in ``--steps`` ROUNDS, each round running one step of every configuration in a
+rotating order, so one-time costs (allocator growth, thread pools, kernel selection) never
+land in a timed step and a machine whose load drifts slows every configuration alike.
+On the CPU the default is ONE torch thread: with two threads on a machine that other jobs
+load, every parallel region waits for a descheduled thread (on a shared 2-core EPYC a MiniLM
+step took 8.1 s [4.5-9.7] with 2 threads, 2.3 s [2.1-2.4] with 1); ``--threads N`` for more.
+Reported: the median per configuration with its spread (min-max and the interquartile
+range), and the ratio to text-only as the median of the per-round ratios (each round's
+steps ran back to back). Earlier versions ran the configurations one after the other
+with 1 warm-up step and 2 timed steps, and measured warm-up: text-only 11.2 s per step,
+ViXML 2.1 s.
 
 Inputs are random: title token ids drawn inside the vocabulary (lengths ~``--title-len``
 +-25 %), image vectors ~N(0, 1) of the model's ``vision_dim``, and per-item image counts
@@ -69,6 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vixml_lib.losses import TripletLoss  # noqa: E402
 from vixml_lib.models import create_model  # noqa: E402
 from vixml_lib.testing import tiny_model_config  # noqa: E402
+from vixml_lib.training.optim import param_groups  # noqa: E402
 
 MAX_IMAGES = 3
 VLM_TOKENS_PER_IMAGE = 256
@@ -82,8 +96,8 @@ BACKBONES = {
     "tiny-decoder": lambda: tiny_model_config("decoder"),  # random tiny Llama + LoRA
 }
 #: (batch size, warm-up steps, timed steps) when not given
-CPU_DEFAULTS = {"minilm": (32, 1, 2), "smollm2": (4, 1, 2), "tiny": (32, 3, 10), "tiny-decoder": (32, 3, 10)}
-CUDA_DEFAULTS = (256, 3, 10)
+CPU_DEFAULTS = {"minilm": (32, 2, 7), "smollm2": (4, 2, 7), "tiny": (32, 5, 21), "tiny-decoder": (32, 5, 21)}
+CUDA_DEFAULTS = (256, 5, 21)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,19 +182,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_ms(fn, warmup: int, steps: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
 def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
@@ -190,86 +191,124 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def measure(model, q_in, l_in, args, device: torch.device) -> dict:
-    """Sequence length, training-step time and inference throughput of one configuration."""
-    if not args.attention_dropout:
-        disable_attention_dropout(model)
-    with torch.no_grad():
-        asm = model.assemble(*q_in)
-    res = {
-        "seq_len_mean": float(asm.lengths.float().mean()),
-        "seq_len_padded": int(asm.attention_mask.shape[1]),
-        "trainable_params": model.trainable_parameters()["trainable"],
-    }
-    del asm
-    b = len(q_in[1])
-    target = torch.eye(b, dtype=torch.bool, device=device)
-    target |= torch.rand(b, b, device=device) < 2.0 / b  # a few other in-batch positives
-    pos = torch.arange(b, device=device)
-    loss_fn = TripletLoss(k=10, dynamic_margin=True)
-    opt = torch.optim.AdamW(model.param_groups(lr_backbone=1e-5, weight_decay=0.01))
-
-    def train_step():
-        q = model(*q_in)
-        l = model(*l_in)
-        loss = loss_fn(q, l, target, pos)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def infer_step():
-        with torch.no_grad():
-            model(*q_in)
-
-    model.train()
-    _reset_peak(device)
-    try:
-        res["train_ms"] = _median_ms(train_step, args.warmup, args.steps, device)
-    except torch.OutOfMemoryError:
-        res["train_ms"] = "OOM"
-    res["train_peak_gib"] = _peak_gib(device)
-    opt.zero_grad(set_to_none=True)
-    opt = None  # free the optimizer state before the next configuration
-    _free(device)
-
-    model.eval()
-    _reset_peak(device)
-    try:
-        ms = _median_ms(infer_step, args.warmup, args.steps, device)
-        res["infer_ms"], res["infer_items_per_s"] = ms, b / (ms / 1000)
-    except torch.OutOfMemoryError:
-        res["infer_ms"] = res["infer_items_per_s"] = "OOM"
-    res["infer_peak_gib"] = _peak_gib(device)
-    return res
-
-
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
+class Config:
+    """One configuration ready to step: its model, inputs, loss and optimizer."""
+
+    def __init__(self, name: str, model, q_in, l_in, args, device: torch.device, extra: dict | None = None):
+        if not args.attention_dropout:
+            disable_attention_dropout(model)
+        with torch.no_grad():
+            asm = model.assemble(*q_in)
+        self.name, self.model, self.q_in, self.l_in, self.device = name, model, q_in, l_in, device
+        self.info = {**(extra or {}), "seq_len_mean": float(asm.lengths.float().mean()),
+                     "seq_len_padded": int(asm.attention_mask.shape[1]),
+                     "trainable_params": model.trainable_parameters()["trainable"]}
+        del asm
+        b = len(q_in[1])
+        gen = torch.Generator().manual_seed(args.seed)
+        target = torch.eye(b, dtype=torch.bool) | (torch.rand(b, b, generator=gen) < 2.0 / b)  # a few other positives
+        self.target, self.pos = target.to(device), torch.arange(b, device=device)
+        self.loss_fn = TripletLoss(k=10, dynamic_margin=True)
+        self.opt = torch.optim.AdamW(param_groups(model, 1e-5, weight_decay=0.01))
+
+    def train_step(self) -> None:
+        self.model.train()
+        loss = self.loss_fn(self.model(*self.q_in), self.model(*self.l_in), self.target, self.pos)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def infer_step(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(*self.q_in)
+
+    def drop_optimizer(self) -> None:
+        """Free the gradients and the optimizer state (before the inference rounds)."""
+        self.model.zero_grad(set_to_none=True)
+        self.opt = None
+
+
+def interleaved(configs: list[Config], phase: str, warmup: int, steps: int, device) -> dict[str, list | str]:
+    """Seconds per step of every configuration: ``warmup`` untimed steps each, then
+    ``steps`` rounds of one timed step each, the order rotating every round. A
+    configuration that runs out of GPU memory is dropped and reported as ``"OOM"``."""
+    times: dict[str, list | str] = {c.name: [] for c in configs}
+    dropped: set[str] = set()
+
+    def step(c: Config, timed: bool) -> None:
+        if c.name in dropped:
+            return
+        t0 = time.perf_counter()
+        try:
+            getattr(c, f"{phase}_step")()
+            _sync(device)
+        except torch.OutOfMemoryError:
+            times[c.name] = "OOM"
+            dropped.add(c.name)
+            c.model.zero_grad(set_to_none=True)
+            _free(device)
+            return
+        if timed:
+            times[c.name].append(time.perf_counter() - t0)
+
+    for _ in range(warmup):
+        for c in configs:
+            step(c, timed=False)
+    for r in range(steps):
+        for j in range(len(configs)):
+            step(configs[(r + j) % len(configs)], timed=True)
+    return times
+
+
+def summary(times: dict[str, list | str], ref: str = "text-only", per_item: int | None = None) -> dict[str, dict]:
+    """Per configuration: median, min, max and quartiles (ms per step, or items/s when
+    ``per_item`` items are processed per step), and the median / min / max of the
+    per-round ratios to ``ref`` (time / ref time, or throughput / ref throughput)."""
+    out = {}
+    base = times.get(ref)
+    for name, ts in times.items():
+        if isinstance(ts, str) or not ts:
+            out[name] = {"value": ts or "-"}
+            continue
+        vals = [per_item / t for t in ts] if per_item else [1000 * t for t in ts]
+        q1, _, q3 = statistics.quantiles(vals, n=4) if len(vals) > 1 else (vals[0],) * 3
+        row = {"value": statistics.median(vals), "min": min(vals), "max": max(vals), "q1": q1, "q3": q3,
+               "n": len(vals)}
+        if isinstance(base, list) and len(base) == len(ts):
+            ratios = [(b / t) if per_item else (t / b) for t, b in zip(ts, base)]
+            row.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+        out[name] = row
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # the three configurations
 
 
-def bench_text_only(base, queries: Batch, labels: Batch, args, device) -> dict:
+def bench_text_only(base, queries: Batch, labels: Batch, args, device) -> Config:
     model = create_model(base, use_images=False).to(device)
-    return measure(model, queries.text(), labels.text(), args, device)
+    return Config("text-only", model, queries.text(), labels.text(), args, device)
 
 
-def bench_vixml(base, queries: Batch, labels: Batch, args, device) -> dict:
+def bench_vixml(base, queries: Batch, labels: Batch, args, device) -> Config:
     model = create_model(base, use_images=True, max_images=MAX_IMAGES).to(device)
-    return measure(model, queries.vixml(), labels.vixml(), args, device)
+    return Config("vixml", model, queries.vixml(), labels.vixml(), args, device)
 
 
-def bench_vlm(base, queries: Batch, labels: Batch, args, device) -> dict:
+def bench_vlm(base, queries: Batch, labels: Batch, args, device) -> Config:
     model = create_model(base, use_images=True, max_images=MAX_IMAGES * VLM_TOKENS_PER_IMAGE).to(device)
     q_in, l_in = queries.vlm(), labels.vlm()
     with torch.no_grad():  # the longest sequence of the two batches
         longest = max(int(model.assemble(*x).attention_mask.shape[1]) for x in (q_in, l_in))
-    res = {"positions_extended_to": longest} if extend_positions(model, longest) else {}
-    return {**res, **measure(model, q_in, l_in, args, device)}
+    extra = {"positions_extended_to": longest} if extend_positions(model, longest) else {}
+    return Config("vlm-256", model, q_in, l_in, args, device, extra)
 
 
 BENCHES = {"text-only": bench_text_only, "vixml": bench_vixml, "vlm-256": bench_vlm}
@@ -279,19 +318,17 @@ BENCHES = {"text-only": bench_text_only, "vixml": bench_vixml, "vlm-256": bench_
 # report
 
 
-def _fmt(x, spec: str) -> str:
-    return format(x, spec) if isinstance(x, (int, float)) else str(x)
-
-
-def _ratio(x, ref) -> str:
-    ok = isinstance(x, (int, float)) and isinstance(ref, (int, float)) and ref
-    return f"{x / ref:.2f}x" if ok else "-"
+def _cell(row: dict, spec: str, key: str = "value") -> str:
+    v = row.get(key)
+    if not isinstance(v, (int, float)):
+        return str(v if v is not None else "-")
+    lo, hi = ("ratio_min", "ratio_max") if key == "ratio" else ("min", "max")
+    return f"{format(v, spec)} [{format(row[lo], spec)}-{format(row[hi], spec)}]"
 
 
 def print_table(results: dict, cuda: bool) -> None:
-    ref = results.get("text-only", {})
-    head = f"{'configuration':<12} {'seq len':>8} {'padded':>7} {'train ms':>10} {'vs text':>8} " \
-           f"{'infer items/s':>14} {'vs text':>8}"
+    head = (f"{'configuration':<12} {'seq len':>8} {'padded':>7} {'train ms [min-max]':>24} "
+            f"{'vs text [min-max]':>20} {'infer items/s [min-max]':>26} {'vs text [min-max]':>20}")
     if cuda:
         head += f" {'peak GiB train/infer':>21}"
     print(head)
@@ -300,16 +337,31 @@ def print_table(results: dict, cuda: bool) -> None:
         if r.get("oom"):
             print(f"{name:<12} OOM")
             continue
-        line = (f"{name:<12} {r['seq_len_mean']:>8.1f} {r['seq_len_padded']:>7d} "
-                f"{_fmt(r['train_ms'], '.1f'):>10} {_ratio(r['train_ms'], ref.get('train_ms')):>8} "
-                f"{_fmt(r['infer_items_per_s'], '.1f'):>14} "
-                f"{_ratio(r['infer_items_per_s'], ref.get('infer_items_per_s')):>8}")
+        tr, inf = r["train"], r["infer"]
+        line = (f"{name:<12} {r['seq_len_mean']:>8.1f} {r['seq_len_padded']:>7d} {_cell(tr, '.1f'):>24} "
+                f"{_cell(tr, '.2f', 'ratio'):>20} {_cell(inf, '.1f'):>26} {_cell(inf, '.2f', 'ratio'):>20}")
         if cuda:
-            peaks = f"{_fmt(r['train_peak_gib'], '.2f')} / {_fmt(r['infer_peak_gib'], '.2f')}"
-            line += f" {peaks:>21}"
+            line += f" {r['train_peak_gib']:>10.2f} / {r['infer_peak_gib']:>8.2f}"
         print(line)
-    print("(train: ms per step, lower is better, ratio = time / text-only time; "
-          "infer: items/s, higher is better, ratio = throughput / text-only throughput)")
+    n = next((r["train"].get("n") for r in results.values() if "train" in r), "?")
+    print(f"(medians of {n} interleaved rounds, [min-max] over the rounds; train: ms per step, ratio = time / "
+          f"text-only time; infer: items/s, ratio = throughput / text-only throughput; each ratio is the median "
+          f"of the per-round ratios)")
+
+
+def _phase(configs: list[Config], phase: str, args, device) -> tuple[dict, dict]:
+    """``(times, peaks)`` of one phase: interleaved rounds, and each configuration's peak GPU
+    memory over one extra step (every model resident)."""
+    peaks = {}
+    for c in configs:
+        _reset_peak(device)
+        try:
+            getattr(c, f"{phase}_step")()
+            _sync(device)
+        except torch.OutOfMemoryError:
+            pass
+        peaks[c.name] = _peak_gib(device)
+    return interleaved(configs, phase, args.warmup, args.steps, device), peaks
 
 
 def main(argv=None) -> int:
@@ -319,8 +371,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="items per batch, queries and labels each (default: 256 on CUDA; "
                          "on CPU 32, 4 for smollm2)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default: by device and backbone)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed rounds, one step of every configuration each (default: by device and backbone)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps of every configuration first")
     ap.add_argument("--title-len", type=int, default=16, help="mean title length in tokens")
     ap.add_argument("--image-mix", default="0.1,0.2,0.3,0.4",
                     help="probabilities of 0, 1, 2, 3 images per item")
@@ -328,7 +381,7 @@ def main(argv=None) -> int:
     ap.add_argument("--attention-dropout", action="store_true",
                     help="keep the backbone's attention dropout (default: 0 in every configuration)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (on a busy shared machine 1 gives steadier figures)")
+                    help="torch CPU threads (default on CPU: 1, see the module docstring; 0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON")
     args = ap.parse_args(argv)
@@ -346,6 +399,8 @@ def main(argv=None) -> int:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if unknown := sorted(set(configs) - set(CONFIGS)):
         ap.error(f"unknown configuration(s) {unknown}; valid: {', '.join(CONFIGS)}")
+    if args.threads is None and not cuda:
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -361,22 +416,37 @@ def main(argv=None) -> int:
     del probe
     print(f"# batch {args.batch_size} queries + {args.batch_size} labels, title ~{args.title_len} "
           f"tokens, image mix P(0..3)={mix}, vision_dim {vision_dim}, warm-up {args.warmup}, "
-          f"median of {args.steps} steps, attention dropout "
+          f"{args.steps} interleaved rounds, attention dropout "
           f"{'as the model' if args.attention_dropout else 'off'}; "
           f"torch {torch.__version__}, {platform.machine()}")
 
     gen = torch.Generator().manual_seed(args.seed)
     queries, labels = (Batch(args.batch_size, args.title_len, id_range, vision_dim, mix, gen, device)
                        for _ in range(2))
-    results = {}
+    built, results = [], {}
     for name in configs:
         t0 = time.perf_counter()
         try:
-            results[name] = BENCHES[name](base, queries, labels, args, device)
+            built.append(BENCHES[name](base, queries, labels, args, device))
         except torch.OutOfMemoryError:
-            results[name] = {"oom": True}  # outside the timed steps (model to GPU, prompt assembly)
+            results[name] = {"oom": True}  # building it (model to GPU, prompt assembly)
         _free(device)
-        print(f"#   {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"#   {name}: built in {time.perf_counter() - t0:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    train_times, train_peaks = _phase(built, "train", args, device)
+    print(f"#   training steps: {time.perf_counter() - t0:.0f} s", flush=True)
+    for c in built:
+        c.drop_optimizer()
+    _free(device)
+    t0 = time.perf_counter()
+    infer_times, infer_peaks = _phase(built, "infer", args, device)
+    print(f"#   inference steps: {time.perf_counter() - t0:.0f} s", flush=True)
+    train, infer = summary(train_times), summary(infer_times, per_item=args.batch_size)
+    for c in built:
+        results[c.name] = {**c.info, "train": train[c.name], "infer": infer[c.name],
+                           "train_peak_gib": train_peaks[c.name], "infer_peak_gib": infer_peaks[c.name],
+                           "train_seconds": train_times[c.name], "infer_seconds": infer_times[c.name]}
+    results = {name: results[name] for name in configs}
     print()
     print_table(results, cuda)
 
@@ -385,11 +455,6 @@ def main(argv=None) -> int:
         meta.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                     vision_dim=vision_dim, vlm_tokens_per_image=VLM_TOKENS_PER_IMAGE,
                     gpu=torch.cuda.get_device_name(device) if cuda else None)
-        for r in results.values():
-            ref = results.get("text-only", {})
-            for key in ("train_ms", "infer_items_per_s"):
-                ok = isinstance(r.get(key), float) and isinstance(ref.get(key), float)
-                r[f"{key}_vs_text"] = r[key] / ref[key] if ok else None
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         print(f"# wrote {args.json}")
     return 0

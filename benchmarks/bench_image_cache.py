@@ -4,6 +4,9 @@
     demo ``.bin`` source: DataLoader workers decode + preprocess while the model encodes)
     versus the encoder's forward pass alone on already-decoded, preprocessed tensors
     (same batch size). The ratio says how much the input pipeline costs (target >= 0.9).
+    ``--encoders`` and ``--threads`` repeat it for several encoders and torch thread
+    counts; each gives the time the whole caching path would take for the ``small`` demo
+    (42,097 images: what notebook 02 encodes).
 (2) Memory: peak resident size (VmHWM) of a fresh process reading random batches of
     items from a synthetic cache of the LF-AmazonTitles-1.3M size (1.3M items x 3
     images x 1152 dims, ~9 GB of float16) written to a temporary folder, deleted at the
@@ -14,6 +17,8 @@ Usage::
     .venv/bin/python benchmarks/bench_image_cache.py                 # both parts, full size
     .venv/bin/python benchmarks/bench_image_cache.py --items 100000 --batches 200   # smaller
     .venv/bin/python benchmarks/bench_image_cache.py --skip-rss --preset tiny
+    .venv/bin/python benchmarks/bench_image_cache.py --skip-rss --data-dir /tmp/x --n-images 2000 --repeats 2 \
+        --encoders offline-efficientnet-lite0-64,offline-efficientnet-lite0-96,offline-random-siglip --threads 1,2
 """
 from __future__ import annotations
 
@@ -159,7 +164,11 @@ def _throughput_report(n: int, rounds: dict) -> dict:
     return res
 
 
+SMALL_DEMO_IMAGES = 27509 + 9090 + 5498  # trn + tst + lbl images of the `small` demo (notebook 02 encodes all)
+
+
 def bench_throughput(args) -> dict:
+    """Throughput per (encoder, torch thread count); returns ``{"<encoder>@<threads>t": report}``."""
     import torch
 
     from vixml_lib.data.demo import make_demo_dataset
@@ -167,16 +176,25 @@ def bench_throughput(args) -> dict:
     from vixml_lib.images.sources import bin_source_for_split
 
     work = Path(tempfile.mkdtemp(prefix="vixml-bench-cache-", dir=args.tmp))
+    out = {}
     try:
         data_dir = Path(args.data_dir) if args.data_dir else make_demo_dataset(work / "demo", args.preset)
         src = bin_source_for_split(data_dir, args.split)
         n = len(src) if args.n_images is None else min(args.n_images, len(src))
         src = _Prefix(src, n)
-        enc = create_vision_encoder(args.encoder)
-        print(f"[throughput] {args.encoder} (dim {enc.dim}, {enc.image_size} px) on {n} images of "
-              f"{data_dir.name}/{args.split}; batch {args.batch_size}, {args.num_workers} workers, "
-              f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
-        return _throughput_report(n, _interleaved_rounds(src, enc, work, args, n))
+        for name in args.encoders.split(","):
+            enc = create_vision_encoder(name)
+            for threads in (int(t) for t in args.threads.split(",")):
+                torch.set_num_threads(threads)
+                print(f"[throughput] {name} (dim {enc.dim}, {enc.image_size} px) on {n} images of "
+                      f"{data_dir.name}/{args.split}; batch {args.batch_size}, {args.num_workers} workers, "
+                      f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
+                res = _throughput_report(n, _interleaved_rounds(src, enc, work, args, n))
+                res["small_demo_seconds"] = round(SMALL_DEMO_IMAGES / res["full_path_img_s"], 1)
+                print(f"[throughput] -> caching the small demo ({SMALL_DEMO_IMAGES} images) would take "
+                      f"{res['small_demo_seconds']:.0f} s at the best whole-path rate", flush=True)
+                out[f"{name}@{threads}t"] = res
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -288,7 +306,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("throughput")
-    g.add_argument("--encoder", default="offline-random-siglip")
+    g.add_argument("--encoders", default="offline-efficientnet-lite0-96",
+                   help="comma-separated vision encoder names, measured one after the other")
+    g.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (torch.set_num_threads)")
     g.add_argument("--preset", default="small", help="demo preset generated for the source (tiny: 32 px, small: 64 px)")
     g.add_argument("--data-dir", default=None, help="use this dataset folder instead of generating a demo")
     g.add_argument("--split", default="lbl")

@@ -11,6 +11,12 @@ rows that differ it reports the score gap between the swapped labels (a tie at f
 resolution explains a difference; a large gap would be a bug). A float64 reference on a
 sample of rows says which side is right.
 
+Timing: the two searches run alternately (``--repeat`` times each, the order swapped every
+round, so that a busy machine slows both alike) after a warm-up; the script prints every
+run, the median and min-max per method, and the ratio of the medians. On the CPU the
+exact search does its GEMMs with numpy's BLAS; ``--threads`` sets the torch, FAISS and
+(via threadpoolctl, when installed) numpy BLAS threads.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_retrieval.py                   # the full size
@@ -85,13 +91,26 @@ def compare(name_a, a, name_b, b, queries, labels, sample: int, rng) -> dict:
     }
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-queries", type=int, default=20_000)
     ap.add_argument("--n-labels", type=int, default=131_072)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("-k", type=int, default=100)
-    ap.add_argument("--block-size", type=int, default=4096, help="queries per block (exact)")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="queries per block (exact; default: exact_topk's choice)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each method (median reported)")
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     ap.add_argument("--faiss-gpu", action="store_true", help="run FAISS on GPU too")
     ap.add_argument("--ivf", action="store_true", help="also time IndexIVFFlat")
@@ -108,36 +127,52 @@ def main(argv=None) -> int:
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(args.threads, user_api="blas")
+        except ImportError:
+            print("# threadpoolctl not installed: numpy's BLAS keeps its default threads")
     import faiss
 
     rng = np.random.default_rng(args.seed)
     q = unit_vectors(args.n_queries, args.dim, rng)
     lab = unit_vectors(args.n_labels, args.dim, rng)
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu = _cpu_name()
     print(f"# {args.n_queries} queries x {args.n_labels} labels x {args.dim} dims, "
-          f"float32, k={args.k}")
+          f"float32, k={args.k}, {args.repeat} alternating runs each")
     print(f"# torch {torch.__version__} ({torch.get_num_threads()} threads), faiss "
-          f"{faiss.__version__} ({faiss.omp_get_max_threads()} threads), device {dev}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+          f"{faiss.__version__} ({faiss.omp_get_max_threads()} threads), numpy {np.__version__}, "
+          f"device {dev}, {cpu}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
 
     # warm-up (allocations, CUDA context, BLAS thread pools)
     exact_topk(q[:256], lab[:4096], min(args.k, 4096), device=dev)
     faiss_topk(q[:256], lab[:4096], min(args.k, 4096), use_gpu=args.faiss_gpu)
 
-    results = {}
-    t = time.perf_counter()
-    results["exact"] = exact_topk(q, lab, args.k, block_size=args.block_size, device=dev)
-    if dev.startswith("cuda"):
-        torch.cuda.synchronize()
-    t_exact = time.perf_counter() - t
-    print(f"exact_topk ({dev}, block {args.block_size}): {t_exact:8.2f} s  "
-          f"{args.n_queries / t_exact:10.0f} queries/s")
+    def run_exact():
+        out = exact_topk(q, lab, args.k, block_size=args.block_size, device=dev)
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
 
-    t = time.perf_counter()
-    results["faiss_flat"] = faiss_topk(q, lab, args.k, index="flat", use_gpu=args.faiss_gpu)
-    t_flat = time.perf_counter() - t
-    print(f"faiss IndexFlatIP ({'gpu' if args.faiss_gpu else 'cpu'}): {t_flat:8.2f} s  "
-          f"{args.n_queries / t_flat:10.0f} queries/s")
+    runs = {"exact": run_exact,
+            "faiss_flat": lambda: faiss_topk(q, lab, args.k, index="flat", use_gpu=args.faiss_gpu)}
+    times = {name: [] for name in runs}
+    results = {}
+    for rep in range(args.repeat):
+        for name in (list(runs) if rep % 2 == 0 else list(runs)[::-1]):
+            t = time.perf_counter()
+            results[name] = runs[name]()
+            times[name].append(time.perf_counter() - t)
+            print(f"  run {rep + 1} {name:<11} {times[name][-1]:8.2f} s  "
+                  f"{args.n_queries / times[name][-1]:8.0f} queries/s", flush=True)
+    qps = {name: [args.n_queries / t for t in ts] for name, ts in times.items()}
+    for name, label in (("exact", f"exact_topk ({dev})"),
+                        ("faiss_flat", f"faiss IndexFlatIP ({'gpu' if args.faiss_gpu else 'cpu'})")):
+        print(f"{label:<26} median {np.median(qps[name]):8.0f} queries/s  "
+              f"(min {min(qps[name]):.0f}, max {max(qps[name]):.0f}; {np.median(times[name]):.2f} s)")
+    print(f"ratio exact / faiss (medians): {np.median(qps['exact']) / np.median(qps['faiss_flat']):.2f}x")
 
     if args.ivf:
         t = time.perf_counter()

@@ -133,7 +133,8 @@ def test_grid_trains_every_cell_once_reports_failures_and_reuses_caches(tiny_dat
     assert all(0 <= r[m] <= 100 for r in ok for m in ("P@1", "P@5", "nDCG@5", "PSP@5"))
     assert all(r["train_s"] > 0 and r["eval_s"] > 0 for r in ok)
     dec = {r["cell"]: r for r in rows if r["backbone"] == "dec"}
-    assert dec["img1-image_text-eos0"]["template"] == "[BOS] and its image <img>* This product text <title>"
+    # image first: the authors' wording ("This product image" ... "and its text")
+    assert dec["img1-image_text-eos0"]["template"] == "[BOS] This product image <img>* and its text <title>"
     assert dec["img0-eos1"]["aliases"] == "img0-image_text-eos1" and dec["img0-eos1"]["images"] is False
     run = tmp_path / "ablations" / "dec" / "img1-text_image-eos1"
     assert json.loads((run / "metrics.json").read_text())["final"]["P@1"] == dec["img1-text_image-eos1"]["P@1"]
@@ -176,3 +177,34 @@ def test_a_grid_refuses_a_backbone_name_that_is_not_a_folder_name(tmp_path):
     with pytest.raises(ValueError, match="keep_checkpoints"):
         run_grid(tmp_path, {"a": {"model": "minilm"}}, keep_checkpoints="some", progress=False)
     assert ablation.METRICS == ("P@1", "P@5", "nDCG@5", "PSP@5")
+
+
+def test_method_and_fusion_are_grid_factors():
+    from vixml_lib.ablation import cell_config
+
+    cells = expand_grid({"images": [True, False], "fusion": ["early", "late"], "method": ["ngame", "prime"]},
+                        kind="encoder")
+    # with images: 2 fusions x 2 methods; without images the fusion changes nothing: 2 methods
+    assert len(cells) == 6
+    by = {(c.images, c.settings.get("fusion") if c.images else None, c.settings["method"]): c for c in cells}
+    assert set(by) == {(True, "early", "ngame"), (True, "early", "prime"), (True, "late", "ngame"),
+                       (True, "late", "prime"), (False, None, "ngame"), (False, None, "prime")}
+    late = by[(True, "late", "prime")]
+    assert "method" not in late.template and "fusion" not in late.template
+    config = cell_config(late, {"model": "minilm-vixml", "model_overrides": {"num_layers": 2}}, "/tmp/x")
+    assert config.method == "prime" and config.model_config().fusion == "late"
+    assert config.model_config().num_layers == 2 and config.use_images
+
+
+def test_factor_effects_over_seeds_come_with_an_interval():
+    rows = []
+    for seed, (on, off) in enumerate([(60.0, 50.0), (62.0, 51.0), (61.0, 49.0)]):
+        rows += [{"backbone": "b", "cell": "img1", "seed": seed, "images": True, "P@1": on, "status": "ok"},
+                 {"backbone": "b", "cell": "img0", "seed": seed, "images": False, "P@1": off, "status": "ok"}]
+    on, off = factor_effects(rows, ["images"])
+    assert on["level"] is True and on["mean P@1"] == 61.0 and on["seeds"] == 3 and "interval (seeds)" not in on
+    # per-seed differences -10, -11, -12: mean -11, sd 1, t(0.975, 2) = 4.303 -> half-width 2.48
+    assert off["vs first level"] == -11.0 and off["interval (seeds)"] == "-11.0 [-13.5, -8.5]"
+    assert off["within noise"] is False
+    one_seed = factor_effects([r for r in rows if r["seed"] == 0], ["images"])
+    assert one_seed[1]["vs first level"] == -10.0 and "interval (seeds)" not in one_seed[1]

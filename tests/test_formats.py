@@ -274,3 +274,19 @@ def test_predictions_round_trip_and_errors(tmp_path):
     np.savez(tmp_path / "dense.npz", a=np.ones(3))
     with pytest.raises(DataFormatError, match="dense.npz"):
         formats.read_predictions(tmp_path / "dense.npz")
+
+
+def test_folders_and_unknown_encodings_are_clear_errors(tmp_path):
+    from vixml_lib.errors import ConfigError
+
+    for read in (formats.read_xy, formats.read_filter, formats.read_texts, formats.read_predictions):
+        with pytest.raises(DataFormatError, match=f"^{tmp_path}: is a folder"):
+            read(tmp_path)
+    with pytest.raises(FileNotFoundError, match="none.txt: no such file"):
+        formats.read_xy(tmp_path / "none.txt")
+    (tmp_path / "t.txt").write_text("a\n")
+    with pytest.raises(ConfigError, match="encoding = 'utf-9'"):
+        formats.read_texts(tmp_path / "t.txt", encoding="utf-9")
+    with pytest.raises(ConfigError, match="encoding = 'utf-9'"):
+        formats.write_texts(tmp_path / "u.txt", ["a"], encoding="utf-9")
+    assert not (tmp_path / "u.txt").exists()

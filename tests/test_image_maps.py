@@ -67,3 +67,18 @@ def test_read_image_map_bad_values_and_shapes(tmp_path):
         read_image_map(p)
     with pytest.raises(FileNotFoundError):
         read_image_map(tmp_path / "nope.npy")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b"\x93NUMPY\x01\x00\x06\x00\x00\x00\x00'''", "not a readable .npy array"),  # a damaged header
+    (b"PK\x03\x04garbage", "not a readable .npy array"),  # a broken zip (.npz)
+])
+def test_damaged_map_files_name_the_file(tmp_path, data, message):
+    p = tmp_path / "trn_imgs_384_3_map.npy"
+    p.write_bytes(data)
+    with pytest.raises(DataFormatError) as e:
+        read_image_map(p)
+    assert str(e.value).startswith(str(p)) and message in str(e.value)
+    with pytest.raises(DataFormatError, match="is a folder"):
+        read_image_map(tmp_path)

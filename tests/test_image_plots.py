@@ -33,14 +33,18 @@ def test_plot_coverage_counts_usable_slots_per_split():
     plt.close(fig)
 
 
-def test_plot_probe_bars_accuracy_and_baseline():
-    probe = {"colour": {"accuracy": 0.9, "majority_baseline": 0.2},
-             "pattern": {"accuracy": 0.7, "majority_baseline": 0.5}}
-    fig = plot_probe(probe, "enc")
+def test_plot_probe_groups_encoders_per_attribute_with_the_baseline():
+    probe = {"pretrained": {"colour": {"accuracy": 0.9, "majority_baseline": 0.2},
+                            "type": {"accuracy": 0.95, "majority_baseline": 0.1}},
+             "random": {"colour": {"accuracy": 0.8, "majority_baseline": 0.2},
+                        "type": {"accuracy": 0.3, "majority_baseline": 0.1}}}
+    fig = plot_probe(probe)
     ax = fig.axes[0]
-    assert _heights(ax) == [90.0, 70.0, 20.0, 50.0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["colour", "pattern"]
-    assert ax.get_title() == "What enc vectors separate (labels)"
+    assert _heights(ax) == [90.0, 95.0, 80.0, 30.0]  # encoder by encoder, attributes in order
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["colour", "type"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["majority class", "pretrained", "random"]
+    baselines = sorted(seg[0][1] for seg in ax.collections[0].get_segments() + ax.collections[1].get_segments())
+    assert baselines == [10.0, 20.0]
     plt.close(fig)
 
 

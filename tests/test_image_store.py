@@ -87,6 +87,9 @@ def test_bin_index_out_of_range(tmp_path):
         b.image(-1)  # -1 means 'no image' in a map, never 'last line'
     with pytest.raises(TypeError):
         b.raw(1.5)
+    with pytest.raises(DataFormatError) as e:  # the project's error too (the CLI prints one line)
+        b.raw(7)
+    assert isinstance(e.value, IndexError) and e.value.path == str(p)
 
 
 def test_bin_line_offsets_edge_cases(tmp_path, monkeypatch):
@@ -106,6 +109,8 @@ def test_bin_line_offsets_edge_cases(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "_CHUNK", 7)
     b = ImageBin(q)
     assert len(b) == 20
+    # count_lines (what prepare checks image maps against) counts as ImageBin does
+    assert store.count_lines(q) == 20 and store.count_lines(p) == 2 and store.count_lines(empty) == 0
     assert [b.raw(i) for i in range(20)] == lines
     with pytest.raises(FileNotFoundError):
         ImageBin(tmp_path / "missing.bin")

@@ -13,6 +13,7 @@ from vixml_lib.models import (
 )
 from vixml_lib.prompt import KIND_CODES
 from vixml_lib.testing import tiny_model_config
+from vixml_lib.training.optim import param_groups
 
 KINDS = ["encoder", "decoder"]
 
@@ -129,7 +130,7 @@ def test_full_finetuning_and_frozen_backbone():
 
 def test_param_groups_have_the_two_learning_rates():
     m = tiny("decoder", use_images=True)
-    groups = m.param_groups(lr_backbone=5e-5, lr_image_proj=5e-4, weight_decay=0.01)
+    groups = param_groups(m, lr_backbone=5e-5, lr_image_proj=5e-4, weight_decay=0.01)
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs["backbone"] == 5e-5 and lrs["image_proj"] == 5e-4 and lrs["image_proj_no_decay"] == 5e-4
     in_groups = [id(p) for g in groups for p in g["params"]]
@@ -141,7 +142,7 @@ def test_param_groups_have_the_two_learning_rates():
 def _one_step(m, seed=0):
     m.train()
     ids, lens, vec, mask = inputs(seed=seed)
-    opt = torch.optim.AdamW(m.param_groups(1e-2, 1e-2))
+    opt = torch.optim.AdamW(param_groups(m, 1e-2, 1e-2))
     e = m(ids, lens, vec, mask)
     (e @ e.T).sum().backward()
     opt.step()
@@ -304,3 +305,19 @@ def test_template_mapping_takes_the_model_kind(kind):
     assert segs.index("images") < segs.index("title") and "text_prefix" not in segs
     closing = "sep" if kind == "encoder" else "eos"
     assert closing not in m.template.segments
+
+
+def test_bfloat16_decoder_weights_train_with_float32_adapters():
+    m = create_model(tiny_model_config("decoder", use_images=True, dtype="bfloat16"))
+    base = [p for n, p in m.named_parameters() if not p.requires_grad]
+    lora = [p for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
+    assert base and all(p.dtype == torch.bfloat16 for p in base)
+    assert lora and all(p.dtype == torch.float32 for p in lora) and m.image_proj.weight.dtype == torch.float32
+    ids, lens, vec, mask = inputs()
+    opt = torch.optim.AdamW(param_groups(m, 1e-2, 1e-2))
+    emb = m(ids, lens, vec, mask)
+    assert emb.dtype == torch.float32 and torch.isfinite(emb).all()
+    (emb @ emb.T).triu(1).sum().backward()
+    before = [p.detach().clone() for p in lora]
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, lora))

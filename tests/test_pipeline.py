@@ -66,7 +66,9 @@ def test_failing_notebook_stops_run_names_cell_and_keeps_copy(tmp_path, nb_dir, 
     # cell 3 of the source notebook (papermill's injected cell is not counted), quoted
     assert "02_fail.ipynb failed at cell 3 (\"raise ValueError('boom in cell two')\")" in err
     assert "ValueError: boom in cell two" in err
-    assert (out / "02_fail.ipynb").exists() and (out / "02_fail.html").exists()
+    # the failed copy is kept beside (never in place of) a good copy, and named in the message
+    assert (out / "02_fail.failed.ipynb").exists() and (out / "02_fail.failed.html").exists()
+    assert "02_fail.failed.ipynb" in err and not (out / "02_fail.ipynb").exists()
     assert not (out / "03_never.ipynb").exists() and not (out / "ran").exists()
     statuses = [e["status"] for e in json.loads((out / "pipeline.json").read_text())["notebooks"]]
     assert statuses == ["ok", "failed"]
@@ -116,13 +118,16 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert colour["accuracy"] > colour["majority_baseline"] + 0.4
     for fig in ("02_coverage", "02_probe", "02_neighbours"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
-    assert (tmp_path / "data" / "demo-tiny" / "features" / "offline-random-siglip" / "lbl" / "header.json").exists()
-    # 03: both runs trained, same seed twice gave identical metrics, images beat text
+    features = tmp_path / "data" / "demo-tiny" / "features"
+    assert (features / "offline-efficientnet-lite0-64" / "lbl" / "header.json").exists()
+    # 03: the rows trained (PRIME, late fusion), same seed twice gave identical metrics, images beat text
     results = json.loads((out / "metrics.json").read_text())["03_training"]
     assert results["determinism_identical_metrics"] is True
-    assert results["minilm-vixml"]["final"]["P@1"] > results["minilm-text"]["final"]["P@1"]
-    for run in ("minilm-vixml", "minilm-text"):
+    assert results["vixml-prime"]["final"]["P@1"] > results["text-prime"]["final"]["P@1"]
+    assert results["vixml-late-prime"]["fusion"] == "late" and results["vixml-prime"]["method"] == "prime"
+    for run in ("vixml-prime", "text-prime", "vixml-late-prime"):
         assert (out / "train" / run / "config.yaml").exists() and (out / "train" / run / "embeddings_lbl.npy").exists()
+    assert (out / "train" / "vixml-prime" / "prime_clusters.npy").exists()
     assert (out / "figures" / "03_learning_curves.png").exists()
     # the decoder trained with both image placements
     for run in ("smollm2-text_image", "smollm2-image_text"):
@@ -132,13 +137,23 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     first = {row["placement"]: row for row in sinks["summary"]}
     assert set(first) >= {"text_image", "image_text", "image_first", "image_after_prefix", "text_only"}
     assert first["image_first"]["position 0"] == "images" and first["text_image"]["position 0"] != "images"
-    for fig in ("04_sink_by_layer", "04_attention_map"):
+    for fig in ("04_sink_by_layer", "04_attention_map", "04_sink_share", "04_massive_activations", "04_kv_norms",
+                "04_interventions", "04_model_view_text_image"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    assert {row["placement"] for row in sinks["sink_share"]} >= set(first)
+    assert sinks["interventions"] and all(r["ΔP@1 95% low"] <= r["ΔP@1"] <= r["ΔP@1 95% high"]
+                                          for r in sinks["interventions"])
     # 06: the two runs paired on the same queries, static figures for the report
     inspect = json.loads((out / "metrics.json").read_text())["06_retrieval_inspection"]
     assert inspect["pair"]["n_common"] > 0
+    assert inspect["difference"][0]["P@1"].count("[") == 1  # the run-vs-run difference with its interval
+    assert results["differences"] and "[" in results["differences"][0]["P@1"]  # 03's pairs too
     for fig in ("06_differences", "06_query_0", "06_embedding_map"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    # the reports: every figure offline (plotly inlined, no script fetched), one index of the run
+    html = (out / "06_retrieval_inspection.html").read_text()
+    assert "Plotly.newPlot" in html and "<script src" not in html
+    assert (out / "index.html").is_file() and "06_retrieval_inspection.html" in (out / "index.html").read_text()
     # 05: the reduced grid, every cell trained
     abl = json.loads((out / "metrics.json").read_text())["05_prompt_template_ablations"]
     assert abl["cells"] == 6 and abl["failed"] == 0

@@ -141,3 +141,95 @@ def test_image_maps_are_loaded_and_checked(json_dataset):
     with pytest.raises(DataFormatError):
         load_dataset(json_dataset)
     os.remove(json_dataset / "trn_imgs_384_3_map.npy")
+
+
+def test_a_replaced_source_with_an_older_mtime_is_still_converted(json_dataset):
+    """cp -p: the new trn.json.gz is older than the derived files; its content decides."""
+    convert_json(json_dataset)
+    before = formats.read_xy(json_dataset / "trn_X_Y.txt")
+    old = os.stat(json_dataset / "trn.json.gz")
+    rows = TRAIN + [{"uid": "Q2", "title": "new query", "target_ind": [0], "target_rel": [1.0]}]
+    write_json_gz(json_dataset / "trn.json.gz", rows)
+    os.utime(json_dataset / "trn.json.gz", ns=(old.st_atime_ns - 10**9, old.st_mtime_ns - 10**9))
+    assert len(convert_json(json_dataset)) == 5
+    after = formats.read_xy(json_dataset / "trn_X_Y.txt")
+    assert before.shape[0] == 2 and after.shape[0] == 3
+    # touched but unchanged: not converted again
+    os.utime(json_dataset / "trn.json.gz")
+    assert convert_json(json_dataset) == []
+    # another setting (title + content): converted again
+    assert len(convert_json(json_dataset, title_only=False)) == 5
+
+
+def test_a_full_disk_leaves_the_old_outputs_and_no_temporary_file(json_dataset, monkeypatch):
+    import errno
+
+    from vixml_lib.errors import OutputError
+
+    convert_json(json_dataset)
+    before = {p.name: p.read_bytes() for p in json_dataset.iterdir()}
+    write_json_gz(json_dataset / "tst.json.gz", TEST[:1])
+    real = formats.write_xy
+
+    def full_disk(path, Y):
+        if "tst_X_Y" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, Y)
+
+    monkeypatch.setattr(formats, "write_xy", full_disk)
+    with pytest.raises(OutputError, match="no space left.*nothing was changed"):
+        convert_json(json_dataset)
+    after = {p.name: p.read_bytes() for p in json_dataset.iterdir()}
+    assert {k: v for k, v in after.items() if k != "tst.json.gz"} == {k: v for k, v in before.items()
+                                                                       if k != "tst.json.gz"}
+    monkeypatch.setattr(formats, "write_xy", real)
+    assert len(convert_json(json_dataset)) == 5  # the stamp was not updated: converted next time
+
+
+def test_prepare_checks_everything_before_writing(json_dataset):
+    """A bad image map (past its .bin) is found before any raw/X_Y file is written."""
+    from vixml_lib.images.store import write_image_bin
+
+    write_image_bin(json_dataset / "lbl_imgs_384_3.bin", [b"aGVsbG8=", b"aGVsbG8="])  # 2 images
+    np.save(json_dataset / "lbl_imgs_384_3_map.npy", np.array([[0], [1], [2]], dtype=np.int64))
+    with pytest.raises(DataFormatError, match=r"lbl_imgs_384_3_map.npy: item row 2.*image index 2 is out of range"):
+        prepare_dataset(json_dataset)
+    assert not (json_dataset / "lbl.raw.txt").exists() and not (json_dataset / ".vixml-prepared.json").exists()
+    np.save(json_dataset / "lbl_imgs_384_3_map.npy", np.array([[0], [1], [-1]], dtype=np.int64))
+    assert prepare_dataset(json_dataset).image_maps["lbl"].shape == (3, 1)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("lbl.json.gz", b"", "empty file (0 bytes)"),
+    ("trn.json.gz", gzip.compress(b""), "no items"),
+    ("trn.json.gz", b'{"title": "x"}\n', "not a gzip file (it looks like uncompressed JSON"),
+])
+def test_empty_and_foreign_files_blame_themselves(json_dataset, name, data, message):
+    (json_dataset / name).write_bytes(data)
+    with pytest.raises(DataFormatError) as e:
+        prepare_dataset(json_dataset)
+    assert str(e.value).startswith(str(json_dataset / name)) and message in str(e.value)
+
+
+def test_corrupt_gzip_is_diagnosed_as_corruption_not_json(json_dataset):
+    rows = [{"uid": f"Q{i}", "title": f"query number {i} " * 5, "target_ind": [i % 3]} for i in range(400)]
+    write_json_gz(json_dataset / "trn.json.gz", rows)
+    data = bytearray((json_dataset / "trn.json.gz").read_bytes())
+    for at in range(len(data) // 3, len(data) // 3 + 40, 4):  # damage inside the deflate stream
+        data[at] ^= 0xFF
+    (json_dataset / "trn.json.gz").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError) as e:
+        convert_json(json_dataset)
+    assert "trn.json.gz" in str(e.value) and "corrupt gzip data" in str(e.value)
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"uid": "Q9", "title": "x", "target_ind": [true]}', "'target_ind' must be a list of integers"),
+    ('{"uid": "Q9", "title": "x", "target_ind": [0], "target_rel": ["high"]}', "'target_rel' must hold finite"),
+    ('{"uid": "Q9", "title": 3, "target_ind": [0]}', "string 'title'"),
+])
+def test_wrong_field_types_name_file_and_line(json_dataset, bad_line, message):
+    write_json_gz(json_dataset / "trn.json.gz", TRAIN, raw_lines=[bad_line])
+    with pytest.raises(DataFormatError, match=message) as e:
+        convert_json(json_dataset)
+    assert "trn.json.gz:3" in str(e.value)

@@ -67,6 +67,9 @@ def I(r, m):  # noqa: E743 - an image slot in the expected sequences
 
 TP = [10, 11, 12]  # "This product text"
 IP = [13, 14, 15]  # "and its image"
+# the authors' wording when the image comes first
+IP_FIRST = [10, 11, 15]  # "This product image"
+TP_AFTER = [13, 14, 12]  # "and its text"
 EXPECTED = {
     "text_image": [
         TP + [100, 101, 102] + IP + [I(0, 0), I(0, 1)] + [2],
@@ -74,9 +77,9 @@ EXPECTED = {
         TP + [104, 105] + IP + [I(2, 2)] + [2],
     ],
     "image_text": [
-        IP + [I(0, 0), I(0, 1)] + TP + [100, 101, 102] + [2],
-        TP + [103] + [2],
-        IP + [I(2, 2)] + TP + [104, 105] + [2],
+        IP_FIRST + [I(0, 0), I(0, 1)] + TP_AFTER + [100, 101, 102] + [2],
+        TP_AFTER + [103] + [2],
+        IP_FIRST + [I(2, 2)] + TP_AFTER + [104, 105] + [2],
     ],
     "image_after_prefix": [
         TP + [I(0, 0), I(0, 1)] + [100, 101, 102] + [2],
@@ -92,9 +95,10 @@ EXPECTED = {
 }
 
 KIND_OF = {**{i: "text_prefix" for i in TP}, **{i: "image_prefix" for i in IP}, 1: "bos", 2: "eos", 3: "cls", 4: "sep"}
+KIND_OF_IMAGE_FIRST = {**KIND_OF, **{i: "text_prefix" for i in TP_AFTER}, **{i: "image_prefix" for i in IP_FIRST}}
 
 
-def expected_kinds(seq):
+def expected_kinds(seq, kind_of=KIND_OF):
     out = []
     for x in seq:
         if isinstance(x, tuple):
@@ -102,11 +106,11 @@ def expected_kinds(seq):
         elif x >= 100:
             out.append(KIND_CODES["title"])
         else:
-            out.append(KIND_CODES[KIND_OF[x]])
+            out.append(KIND_CODES[kind_of[x]])
     return out
 
 
-def check_rows(b, expected):
+def check_rows(b, expected, kind_of=KIND_OF):
     B, T = b.attention_mask.shape
     assert T == max(len(e) for e in expected)
     for r, seq in enumerate(expected):
@@ -120,7 +124,7 @@ def check_rows(b, expected):
         ids = [IMAGE_TOKEN_ID if isinstance(x, tuple) else x for x in seq]
         assert b.token_ids[r, real].tolist() == ids
         assert b.token_ids[r, pad].eq(0).all()  # pad id
-        assert b.kinds[r, real].tolist() == expected_kinds(seq)
+        assert b.kinds[r, real].tolist() == expected_kinds(seq, kind_of)
         assert b.kinds[r, pad].eq(PAD_KIND).all()
         assert int(b.lengths[r]) == n
         assert int(b.last_positions[r]) == n - 1
@@ -138,7 +142,7 @@ def test_named_templates_assemble_the_hand_written_sequences(name):
     asm = PromptAssembler(get_template(name), WordTokenizer())
     ids, lens, img, mask = batch_inputs()
     b = asm.assemble(ids, lens, embed, img, mask)
-    check_rows(b, EXPECTED[name])
+    check_rows(b, EXPECTED[name], KIND_OF_IMAGE_FIRST if name == "image_text" else KIND_OF)
     closing = 4 if name == "encoder" else 2
     for r in range(len(EXPECTED[name])):
         assert int(b.token_ids[r, b.eos_positions[r]]) == closing
@@ -160,10 +164,15 @@ def test_bos_only_for_tokenizers_that_use_one():
     assert b.token_ids[:, 0].tolist() == [1, 1, 1]
 
 
-def test_image_text_and_text_image_differ_only_in_order():
+def test_image_text_and_text_image_differ_only_in_order_with_the_same_wording():
     ids, lens, img, mask = batch_inputs()
+    # the named image_text takes the authors' image-first wording ...
+    named = get_template("image_text")
+    assert (named.image_prefix, named.text_prefix) == ("This product image", "and its text")
+    # ... with the text_image strings the two differ only in order
+    same = make_template("image_text", text_prefix="This product text", image_prefix="and its image")
     a = PromptAssembler(get_template("text_image"), WordTokenizer()).assemble(ids, lens, embed, img, mask)
-    b = PromptAssembler(get_template("image_text"), WordTokenizer()).assemble(ids, lens, embed, img, mask)
+    b = PromptAssembler(same, WordTokenizer()).assemble(ids, lens, embed, img, mask)
     assert torch.equal(a.lengths, b.lengths) and torch.equal(a.attention_mask, b.attention_mask)
     for r in range(3):
         n = int(a.lengths[r])

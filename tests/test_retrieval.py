@@ -138,3 +138,49 @@ def test_exact_on_cuda_matches_cpu():
     s_g, i_g = exact_topk(q, lab, 10, device="cuda", block_size=128)
     assert (i_g == i_c).mean() > 0.999
     assert np.allclose(s_g, s_c, atol=1e-4)
+
+
+def test_cpu_threshold_filter_paths_equal_bruteforce():
+    # k=5 over tiles of 64 labels: the first tile of each query block is merged in
+    # doubling column ranges (20, 40, 64), later tiles through the threshold filter
+    q, lab = data(n=70, m=1000, d=16, seed=7)
+    ref_s, ref_i = brute(q, lab, 5)
+    for bs, lbs in ((16, 64), (70, 1000), (1, 3), (33, 999)):
+        s, i = exact_topk(q, lab, 5, block_size=bs, label_block_size=lbs, device="cpu")
+        assert np.array_equal(i, ref_i), (bs, lbs)
+        assert np.allclose(s, ref_s, atol=1e-5)
+    # scores that grow with the label index: every range beats the running threshold, so
+    # each one takes the dense path (too many survivors)
+    grow = np.zeros((300, 4), np.float32)
+    grow[:, 0] = np.linspace(0, 1, 300)
+    grow[:, 1] = np.random.default_rng(0).standard_normal(300) * 1e-3
+    qg = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], np.float32)
+    s, i = exact_topk(qg, grow, 7, block_size=2, label_block_size=40, device="cpu")
+    assert np.array_equal(i, brute(qg, grow, 7)[1])
+
+
+def test_half_precision_labels_are_converted_one_tile_at_a_time(tmp_path):
+    import tracemalloc
+
+    q, lab = data(n=20, m=60_000, d=32, seed=8)
+    np.save(tmp_path / "lbl.npy", lab.astype(np.float16))
+    mm = np.load(tmp_path / "lbl.npy", mmap_mode="r")
+    ref = exact_topk(q, mm.astype(np.float32), 10, device="cpu")
+    tracemalloc.start()
+    got = exact_topk(q, mm, 10, device="cpu", label_block_size=4096)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(got[1], ref[1]) and np.allclose(got[0], ref[0], atol=1e-6)
+    assert peak < 60_000 * 32 * 4 / 4  # far below one float32 copy of the labels (7.7 MB)
+
+
+def test_exact_and_faiss_give_identical_top100_sets():
+    q, lab = data(n=300, m=20_000, d=64, seed=9)
+    s_e, i_e = exact_topk(q, lab, 100, device="cpu")
+    s_f, i_f = faiss_topk(q, lab, 100, use_gpu=False)
+    same = np.all(np.sort(i_e, axis=1) == np.sort(i_f, axis=1), axis=1)
+    # a row may differ only by a float32 tie at the 100th place
+    ref_s = brute(q[~same], lab, 101)[0] if (~same).any() else np.zeros((0, 101))
+    assert np.all(ref_s[:, 99] - ref_s[:, 100] < 1e-5)
+    assert same.mean() > 0.99
+    assert np.allclose(s_e, s_f, atol=1e-5)

@@ -140,3 +140,53 @@ def test_balanced_clusters_on_cuda():
     assert all(len(np.unique(label[c])) == 1 for c in cl)
     cl = balanced_clusters(x[:1000], 16, seed=0, device="cuda")
     assert_partition(cl, 1000)
+
+
+# sha256 (first 16 hex digits) of the clusters, in order and with their in-cluster order,
+# computed with the balanced_clusters of commit 1393737 (before the working copy became
+# index-only): the rewrite must give the same clusters for the same seed on the CPU.
+HEAD_REFERENCE = {
+    (37, 8, 6, 0, True): "8a174043075dee37",
+    (100, 16, 12, 3, True): "31f7a4f6e5eabb50",
+    (1000, 16, 12, 7, True): "9a026dd3d7f2ad72",
+    (1000, 16, 12, 7, False): "a7cb18852e6b0854",
+    (4099, 32, 20, 1, True): "b9e7027cc3df7a70",
+    (700, 1, 5, 2, True): "38c90a74cf7a53b7",
+    (5000, 64, 8, 11, True): "ea61624e17d05144",
+    (333, 10, 9, 5, True): "5f319af6c0a5a144",
+}
+
+
+def clusters_digest(clusters) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"".join(c.astype("<i8").tobytes() + b"|" for c in clusters)).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", sorted(HEAD_REFERENCE))
+def test_clusters_identical_to_the_reference(case):
+    n, cs, d, seed, normalize = case
+    x = np.random.default_rng(1000 + n).standard_normal((n, d)).astype(np.float32)
+    assert clusters_digest(balanced_clusters(x, cs, seed=seed, normalize=normalize)) == HEAD_REFERENCE[case]
+    # small blocks (the working copy is filled block by block) change nothing
+    cl = balanced_clusters(x, cs, seed=seed, normalize=normalize, block_rows=7, device="cpu")
+    assert clusters_digest(cl) == HEAD_REFERENCE[case]
+
+
+def test_the_smallest_reference_in_full():
+    x = np.random.default_rng(1037).standard_normal((37, 6)).astype(np.float32)
+    assert [c.tolist() for c in balanced_clusters(x, 8, seed=0)] == [
+        [21, 14, 17, 16, 22, 4, 12, 26], [36, 18, 32, 15, 25, 1, 13, 3], [11, 31, 34, 35, 27, 0, 7, 9],
+        [24, 2, 19, 20, 23, 28, 6, 33], [30, 29, 8, 5, 10]]
+
+
+def test_clusters_of_a_float16_memory_map(tmp_path):
+    # read in place, block by block: the same clusters as the upcast array
+    x = np.random.default_rng(3).standard_normal((2000, 24)).astype(np.float16)
+    np.save(tmp_path / "emb.npy", x)
+    mm = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    a = balanced_clusters(mm, 16, seed=4, block_rows=300)
+    b = balanced_clusters(x.astype(np.float32), 16, seed=4)
+    assert clusters_digest(a) == clusters_digest(b)
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        balanced_clusters(np.zeros(5), 2)

@@ -194,3 +194,9 @@ def test_real_smollm2_has_a_sink_on_the_first_token():
     assert rows["text_image"]["pos0 norm ratio (peak)"] > 5  # the sink token carries an outsized norm
     assert rows["text_image"]["strongest receiver"] == "text at 0"
     assert res["image_first"].position0_kind() == "images"
+    # the literature's measures: most heads have a sink on the first token (Gu et al.), it
+    # carries massive activations (Sun et al.) and a smaller value norm than the others
+    assert res["text_image"].sink_share("pos0", 0.3) > 0.6
+    massive = {r["placement"]: r for r in sinks.massive_summary_rows(measured)}
+    assert massive["text_image"]["carrier"] == "text at 0" and massive["text_image"]["top1/median"] > 1000
+    assert res["text_image"].position0_norm_ratio("value").mean() < 1

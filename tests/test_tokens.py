@@ -55,6 +55,27 @@ def test_cache_is_reused_and_rebuilt_when_text_changes(raw_dir):
     assert load_tokens(raw_dir, "fake", 2, "tst").ids.tolist() == [[3, 3]]
 
 
+def test_a_damaged_cache_is_rebuilt_and_named_when_read(raw_dir):
+    from vixml_lib.errors import ConfigError, DataFormatError
+
+    tok = CountingTokenizer()
+    tokenize_dataset(raw_dir, "fake", max_len=4, tokenizer=tok)
+    ids = cache_dir(raw_dir, "fake", 4) / "trn.ids.npy"
+    ids.write_bytes(ids.read_bytes()[:-5])  # truncated (a copy cut short, a bad disk)
+    with pytest.raises(DataFormatError) as e:
+        load_tokens(raw_dir, "fake", 4, "trn")
+    assert str(e.value).startswith(str(ids)) and "vixml prepare --tokenizer fake" in str(e.value)
+    calls = tok.calls
+    tokenize_dataset(raw_dir, "fake", max_len=4, tokenizer=tok)
+    assert tok.calls == calls + 1  # trn only, rebuilt
+    assert load_tokens(raw_dir, "fake", 4, "trn").ids.tolist() == [[1, 2, 3, 0], [4, 0, 0, 0]]
+    (cache_dir(raw_dir, "fake", 4) / "meta.json").write_text("{not json")
+    with pytest.raises(DataFormatError, match="meta.json: unreadable token cache meta"):
+        load_tokens(raw_dir, "fake", 4, "trn")
+    with pytest.raises(ConfigError, match="max_len = 0"):
+        tokenize_dataset(raw_dir, "fake", max_len=0, tokenizer=tok)
+
+
 def test_missing_cache_error_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="vixml prepare --tokenizer offline-minilm"):
         load_tokens(tmp_path, "offline-minilm", 32, "trn")

@@ -2,30 +2,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from train_data import TINY, die_after_checkpoints, history_without_seconds, tiny_config
 
 from vixml_lib import training
 from vixml_lib.data import inputs
-from vixml_lib.data.demo import make_demo_dataset
 from vixml_lib.data.prepare import prepare_dataset
-from vixml_lib.training import TrainConfig, batch_targets, loop, sample_positive_labels, train
-
-TINY = {"backbone": "random-tiny-bert", "kind": "encoder"}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data") / "demo-tiny"
-    make_demo_dataset(d, preset="tiny", seed=0)
-    prepare_dataset(d)
-    return d
-
-
-def tiny_config(data_dir, out_dir, **kw):
-    values = dict(data_dir=str(data_dir), out_dir=str(out_dir), model="minilm", use_images=False,
-                  model_overrides=dict(TINY), epochs=2, batch_size=64, warmup_steps=2, lr=1e-3,
-                  save_embeddings=False, threads=1)
-    values.update(kw)
-    return TrainConfig(**values)
+from vixml_lib.training import batch_targets, sample_positive_labels, train
 
 
 def test_positive_sampling_uniform_and_by_inverse_propensity():
@@ -63,23 +45,12 @@ def test_training_improves_on_zero_shot_and_same_seed_gives_same_metrics(tiny_da
 
 def test_killed_run_resumes_to_the_same_metrics(tiny_data, tmp_path, monkeypatch):
     full = train(tiny_config(tiny_data, tmp_path / "full", epochs=3), progress=False)
-    real_save = loop.save_checkpoint
-    calls = []
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    die_after_checkpoints(monkeypatch, 1)  # killed right after the first epoch's checkpoint
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
+    monkeypatch.undo()
     resumed = train(tiny_config(tiny_data, tmp_path / "resumed", epochs=3), progress=False)
-    def strip(h):
-        return {k: v for k, v in h.items() if not k.endswith("seconds")}
-
-    assert [strip(h) for h in resumed["history"]] == [strip(h) for h in full["history"]]
+    assert history_without_seconds(resumed) == history_without_seconds(full)
     assert not (tmp_path / "resumed" / "checkpoint.tmp").exists()
 
 
@@ -193,3 +164,25 @@ def test_encode_sorts_by_length_but_returns_rows_in_their_order(tiny_data, tmp_p
         ref = model(**data.splits["lbl"].batch(rows)).numpy()
     assert emb.shape == ref.shape and np.allclose(emb, ref, atol=1e-5)
     assert len(set(data.splits["lbl"].lengths(rows[:8]))) > 1  # the rows really differ in length
+
+
+@pytest.mark.parametrize("method", ["ngame", "prime"])
+def test_run_killed_between_steps_resumes_inside_the_epoch(tiny_data, tmp_path, monkeypatch, method):
+    kw = dict(epochs=2, batch_size=32, max_steps_per_epoch=5, checkpoint_every_steps=2, cluster_warmup_epochs=1,
+              cluster_size=8,
+              method=method, prime={"free_vectors": 8, "heads": 8, "feedforward": 32}, fixed_positive=False)
+    full = train(tiny_config(tiny_data, tmp_path / "full", **kw), progress=False)
+    calls = die_after_checkpoints(monkeypatch, 4)  # killed after a checkpoint inside the second epoch
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_data, tmp_path / "resumed", **kw), progress=False)
+    assert calls == [2, 4, None, 1]  # inside epoch 1, its end, then inside epoch 2 (step 6 of 10)
+    monkeypatch.undo()
+    resumed = train(tiny_config(tiny_data, tmp_path / "resumed", **kw), progress=False)
+    assert history_without_seconds(resumed) == history_without_seconds(full)
+
+
+def test_periodic_evaluations_use_a_seeded_subset_and_the_last_one_all_queries(tiny_data, tmp_path):
+    summary = train(tiny_config(tiny_data, tmp_path / "e", epochs=2, eval_max_queries=80, eval_subset_queries=30),
+                    progress=False)
+    hist = summary["history"]
+    assert [h.get("eval_queries") for h in hist] == [30, 30, None]  # epochs 0, 1 on 30 queries; the last on 80

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .pretrained import load_tokenizer, resolve
+from .pretrained import from_pretrained, load_tokenizer, resolve
 from .testing import RANDOM_BACKBONES
 
 if TYPE_CHECKING:
@@ -111,13 +111,10 @@ def load_backbone(config: ModelConfig):
             model = AutoModel.from_config(hf_config, attn_implementation=config.attn_implementation, dtype=dtype)
             model.load_state_dict(state, strict=True)
         else:
-            model = AutoModel.from_pretrained(
-                src.path,
-                dtype=dtype,
-                attn_implementation=config.attn_implementation,
-                trust_remote_code=config.trust_remote_code,
-                **src.kwargs(),
-            )
+            # local cache first, the hub only when reachable: one line when the model is unavailable
+            model = from_pretrained(AutoModel.from_pretrained, src, dtype=dtype,
+                                    attn_implementation=config.attn_implementation,
+                                    trust_remote_code=config.trust_remote_code)
             if src.gguf_file and CACHE_GGUF_WEIGHTS:
                 _GGUF_CACHE[key] = (
                     copy.deepcopy(model.config),

@@ -1,15 +1,18 @@
-"""Run configuration: one dataclass per run, read from YAML and saved beside the results."""
+"""Run configuration: one dataclass per run, read from YAML (checked at the door, see
+:mod:`vixml_lib.validation`) and saved beside the results."""
 from __future__ import annotations
 
 import dataclasses
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import ConfigError
 from .io_utils import atomic_open
+from .validation import build_config
 
 
 @dataclass
@@ -31,6 +34,11 @@ class PipelineConfig:
     notebooks_dir: str | None = None  # None: the repository's notebooks/ folder
     kernel: str | None = None  # None: the kernel named in each notebook
     export_html: bool = True
+    # a rerun into a folder holding a run of another configuration: False refuses before
+    # touching anything; True replaces the folder's run (a run of the same configuration resumes)
+    overwrite: bool = False
+    # seconds a notebook may run (None: no limit); past it the notebook ends with status "timeout"
+    notebook_timeout: float | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     notebook_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -42,40 +50,65 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-def config_from_dict(cls, values: dict[str, Any], source: str = "config"):
-    """Build dataclass ``cls`` from a dict; unknown keys are an error that lists the valid ones.
-
-    A field whose type is itself a dataclass (e.g. ``TrainConfig.loss``) takes a mapping of
-    that dataclass's fields, checked the same way."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
-                         f"valid settings: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    values = dict(values)
-    for name, value in values.items():
-        kind = hints.get(name)
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            values[name] = config_from_dict(kind, value, source=f"{source}: {name}")
-    return cls(**values)
+def config_from_dict(cls, values: Mapping[str, Any] | None, source: str = "config"):
+    """Build dataclass ``cls`` from a mapping, every value checked (:mod:`vixml_lib.validation`):
+    unknown keys (listed with the valid ones), types (numbers written as text converted),
+    the ranges and choices of :data:`vixml_lib.validation.RULES`, nested config dataclasses
+    (e.g. ``TrainConfig.loss``) the same way. Errors are :class:`~vixml_lib.errors.ConfigError`
+    naming ``source``, the key, the value and what is allowed."""
+    return build_config(cls, values, source)
 
 
-def load_config(cls, path: str | Path | None, overrides: dict[str, Any] | None = None):
-    """Read a YAML file into dataclass ``cls`` (defaults when ``path`` is None), then apply overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (``{}`` when empty); :class:`ConfigError` naming the
+    file when it is missing, not YAML, not UTF-8 or not a mapping (a list, a bare value)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(path, "is a folder; expected a YAML config file")
+    if not path.is_file():
+        raise ConfigError(path, "config file not found")
+    try:
         with open(path, encoding="utf-8") as f:
-            try:
-                values = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ValueError(f"{path}: not valid YAML: {e}") from None
+            values = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(path, f"not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(path, f"expected a mapping of settings (key: value lines), found a "
+                                f"{type(values).__name__}")
+    return values
+
+
+def load_config(cls, path: str | Path | None, overrides: Mapping[str, Any] | None = None):
+    """Read a YAML file into dataclass ``cls`` (defaults when ``path`` is None), then apply
+    ``overrides`` (None values ignored). Everything is checked, see :func:`config_from_dict`."""
+    values = read_config_file(path) if path is not None else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(cls, values, source=str(path or "config"))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every (dotted) setting whose value differs between two config
+    dicts, top-level keys in ``ignore`` left out."""
+    a = _flat({k: v for k, v in old.items() if k not in ignore})
+    b = _flat({k: v for k, v in new.items() if k not in ignore})
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def save_config(config, path: str | Path) -> None:

@@ -24,7 +24,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LossConfig", "TripletLoss", "mine_hard_negatives", "triplet_loss_from_scores"]
+__all__ = ["LossConfig", "TripletLoss", "mine_hard_negatives", "triplet_loss_from_scores", "hinge_fn",
+           "prototype_regulariser", "prime_loss"]
 
 
 @dataclass
@@ -40,6 +41,15 @@ class LossConfig:
     aggressive: bool = False  # softmax(s_n / tau) weighting of the violators
     tau: float = 0.1
     detach_weights: bool = False
+    # gradient of the hinge where its argument is exactly 0 (every pair inside the dynamic
+    # margin's [min, max] band): "half" as the authors' torch.max(0, x), or "zero" (relu)
+    tie_gradient: str = "half"
+    # PRIME (method: prime): L = w_xu T(x,u) + w_xz T(x,z) + w_ux T(u,x) + w_reg R
+    w_xu: float = 1.0
+    w_xz: float = 1.0
+    w_ux: float = 1.0
+    w_reg: float = 0.1
+    reg_margin: float = 0.1
 
     def __post_init__(self):
         if self.k < 1:
@@ -48,6 +58,8 @@ class LossConfig:
             raise ValueError(f"min_margin ({self.min_margin}) > max_margin ({self.max_margin})")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.tie_gradient not in ("half", "zero"):
+            raise ValueError(f"tie_gradient must be 'half' or 'zero', got {self.tie_gradient!r}")
 
     @classmethod
     def of(cls, config: LossConfig | None = None, **settings) -> LossConfig:
@@ -154,8 +166,14 @@ def _hinges(s_p: Tensor, s_n: Tensor, valid: Tensor, cfg: LossConfig) -> Tensor:
         m = torch.clamp((s_p - s_n).abs().detach(), min=cfg.min_margin, max=cfg.max_margin)
     else:
         m = cfg.margin
-    hinge = torch.relu(s_n - s_p + m)
+    hinge = hinge_fn(s_n - s_p + m, cfg.tie_gradient)
     return torch.where(valid, hinge, torch.zeros_like(hinge))
+
+
+def hinge_fn(x: Tensor, tie_gradient: str = "half") -> Tensor:
+    """``[x]_+``. Where ``x == 0`` exactly its gradient is 1/2 with ``"half"`` (``torch.maximum``'s
+    rule, the authors' ``torch.max(torch.zeros_like(x), x)``) and 0 with ``"zero"`` (relu)."""
+    return torch.maximum(torch.zeros_like(x), x) if tie_gradient == "half" else torch.relu(x)
 
 
 def _violator_weights(s_n: Tensor, active: Tensor, cfg: LossConfig) -> Tensor:
@@ -217,6 +235,10 @@ class TripletLoss(nn.Module):
       hinge); other negatives get weight 0, so each query's weights sum to 1 over its
       violators. As in the PRIME implementation the weights are differentiable; set
       ``detach_weights=True`` to use them as constants.
+    * **Ties**: with the dynamic margin, a pair inside the band has a hinge argument of
+      exactly 0 (``d + |d| = 0``). ``tie_gradient="half"`` (default, the authors'
+      ``torch.max(0, x)``) passes half a gradient there; ``"zero"`` (relu) passes none, so
+      pairs in the band do not train.
     * **Reduction**: sum over the negatives, mean over the queries (``"mean"``);
       ``"sum"`` sums over queries too and ``"none"`` returns the ``[B]`` per-query terms.
     * **Positive**: ``pos``, one sampled positive per query, is drawn by the caller
@@ -290,3 +312,73 @@ class TripletLoss(nn.Module):
         loss, stats = triplet_loss_from_scores(s, target.to(query_emb.device), pos, self.config, self.reduction)
         want = self.return_stats if return_stats is None else return_stats
         return (loss, stats) if want else loss
+
+
+# --------------------------------------------------------------------------- PRIME
+
+
+def prototype_regulariser(s_u: Tensor, s_z: Tensor, target: Tensor, pos: Tensor, k: int = 10, margin: float = 0.1,
+                          tie_gradient: str = "half") -> Tensor:
+    r"""PRIME's regulariser between prototype scores and label-encoder scores.
+
+    ``s_u`` ``[B, N]`` = queries . label embeddings ``u``; ``s_z`` ``[B, N]`` = queries .
+    prototypes ``z``; ``target`` ``[B, N]`` the in-batch positives; ``pos`` ``[B]`` one sampled
+    positive per query. With :math:`\mathcal{N}_i` the ``k`` non-positive columns of row ``i``
+    with the highest prototype score :math:`s_z`:
+
+    .. math::
+
+        R_p = \operatorname{mean}_{+}\ [\, s_u(i, p_i) - s_z(i, p_i) + m \,]_+ ,\qquad
+        R_n = \operatorname{mean}_{+}\ [\, s_z(i, j) - s_u(i, j) + m \,]_+ \ (j \in \mathcal{N}_i),
+        \qquad R = (R_p + R_n) / 2
+
+    so the prototype scores a query's positive above the label encoder does, and its hard
+    negatives below; :math:`\operatorname{mean}_{+}` divides the sum by the number of terms that
+    are > 0 (0 when none), as the authors' ``RegLoss`` (DiegoOrtego/vixml ``loss.py``, after
+    PRIME, Dahiya et al., NAACL 2025). ``m`` = ``margin`` (0.1).
+    """
+    s_u, s_z = s_u.float(), s_z.float()
+    pos = _checked_positives(s_z, target, pos)
+    pos_mask = _positive_mask(target).to(s_z.device).clone()
+    pos_mask[torch.arange(s_z.shape[0], device=s_z.device), pos] = True
+    col = pos.view(-1, 1)
+    loss_p = hinge_fn(s_u.gather(1, col) - s_z.gather(1, col) + margin, tie_gradient)  # [B, 1]
+    neg_idx, valid = mine_hard_negatives(s_z, pos_mask, k)
+    loss_n = hinge_fn(s_z.gather(1, neg_idx) - s_u.gather(1, neg_idx) + margin, tie_gradient)  # [B, k]
+    loss_n = torch.where(valid, loss_n, torch.zeros_like(loss_n))
+
+    def mean_active(x: Tensor) -> Tensor:
+        return x.sum() / (x > 0).sum().clamp_min(1)
+
+    return (mean_active(loss_p) + mean_active(loss_n)) / 2
+
+
+def prime_loss(q: Tensor, u: Tensor, z: Tensor, target: Tensor, positives: dict[str, Tensor],
+               config: LossConfig | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""The PRIME objective ViXML trains its main results with:
+
+    .. math::
+
+        \mathcal{L} = w_{xu}\, T(x, u) + w_{xz}\, T(x, z) + w_{ux}\, T(u, x) + w_{reg}\, R
+
+    ``q`` ``[B, D]`` query embeddings, ``u`` ``[N, D]`` the in-batch labels' encoder embeddings,
+    ``z`` ``[N, D]`` their prototypes (:class:`vixml_lib.prime.PrimeHead`), ``target`` ``[B, N]``.
+    ``T`` is the triplet loss of :func:`triplet_loss_from_scores` (``T(u, x)`` runs label ->
+    query over the in-batch query matrix, i.e. on the transposed scores and target) and ``R``
+    :func:`prototype_regulariser`. ``positives``: the sampled positive of each row for each
+    term, keys ``xu``, ``xz`` (``[B]``), ``ux`` (``[N]``, a query per label) and ``reg`` (``[B]``).
+    Weights and the regulariser's margin come from ``config`` (``w_xu``, ``w_xz``, ``w_ux``,
+    ``w_reg`` = 1, 1, 1, 0.1; ``reg_margin`` = 0.1, the authors' ``--mi_reg_weight 0.1``).
+    Returns the loss and its detached parts.
+    """
+    cfg = config or LossConfig()
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        s_u = q.float() @ u.float().T  # [B, N]
+        s_z = q.float() @ z.float().T  # [B, N]
+    t_xu, _ = triplet_loss_from_scores(s_u, target, positives["xu"], cfg)
+    t_xz, _ = triplet_loss_from_scores(s_z, target, positives["xz"], cfg)
+    t_ux, _ = triplet_loss_from_scores(s_u.T, target.T, positives["ux"], cfg)
+    reg = prototype_regulariser(s_u, s_z, target, positives["reg"], cfg.k, cfg.reg_margin, cfg.tie_gradient)
+    loss = cfg.w_xu * t_xu + cfg.w_xz * t_xz + cfg.w_ux * t_ux + cfg.w_reg * reg
+    parts = {"T(x,u)": t_xu.detach(), "T(x,z)": t_xz.detach(), "T(u,x)": t_ux.detach(), "R": reg.detach()}
+    return loss, parts

@@ -34,8 +34,9 @@ from torch import nn
 
 from .backbones import DTYPES, apply_lora, detect_kind, enable_checkpointing, get_tokenizer, load_backbone
 from .config import config_from_dict
-from .io_utils import atomic_path, read_json, write_json
-from .prompt import AssembledBatch, PromptAssembler, PromptTemplate, get_template
+from .fusion import LateFusion
+from .io_utils import atomic_path, write_json
+from .prompt import AssembledBatch, PromptAssembler, PromptTemplate, get_template, without_images
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,17 @@ class ModelConfig:
     # SmolLM2-135M's 30 layers encode ~30 items/s on 2 cores; its first 6 keep the
     # pretrained embeddings, attention sink included, at a fifth of the cost.
     num_layers: int | None = None
+    # early: image vectors enter the backbone's token stream (ViXML); late: the backbone reads the
+    # text alone and one attention layer fuses its pooled vector with the images (MUFIN-style)
+    fusion: str = "early"
     trust_remote_code: bool = False
     seed: int = 0
 
     def __post_init__(self):
         if self.kind not in ("auto", "encoder", "decoder"):
             raise ValueError(f"kind must be auto, encoder or decoder, got {self.kind!r}")
+        if self.fusion not in ("early", "late"):
+            raise ValueError(f"fusion must be 'early' or 'late', got {self.fusion!r}")
         if self.pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {self.pooling!r}")
         if self.dtype not in DTYPES:
@@ -128,6 +134,7 @@ class ModelConfig:
 _QWEN = dict(
     kind="decoder",
     use_images=True,
+    dtype="bfloat16",  # bf16 weights, as the paper trains its decoders (LoRA adapters stay float32)
     template_overrides={"eos_token": "<|endoftext|>"},
     lora_r=256,
     lora_alpha=256,
@@ -138,6 +145,9 @@ _QWEN = dict(
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "minilm": ModelConfig(backbone="offline-minilm", kind="encoder"),
     "minilm-vixml": ModelConfig(backbone="offline-minilm", kind="encoder", use_images=True),
+    # the authors' encoder run (enc.sh): paraphrase-MiniLM-L3-v2 from the hub
+    "minilm-l3-vixml": ModelConfig(backbone="sentence-transformers/paraphrase-MiniLM-L3-v2", kind="encoder",
+                                   use_images=True),
     "distilbert": ModelConfig(backbone="distilbert-base-uncased", kind="encoder"),
     "distilbert-vixml": ModelConfig(backbone="distilbert-base-uncased", kind="encoder", use_images=True),
     # small LoRA rank for CPU runs (alpha = r, as the authors' r = alpha = 256)
@@ -145,8 +155,9 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "smollm2-vixml": ModelConfig(backbone="offline-smollm2", kind="decoder", use_images=True, lora_r=16, lora_alpha=16),
     "qwen2.5-0.5b": ModelConfig(backbone="Qwen/Qwen2.5-0.5B", **{**_QWEN, "use_images": False}),
     "qwen2.5-0.5b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-0.5B", **_QWEN),
-    "qwen2.5-3b": ModelConfig(backbone="Qwen/Qwen2.5-3B", **{**_QWEN, "use_images": False}),
-    "qwen2.5-3b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-3B", **_QWEN),
+    # the paper's decoder is the instruction-tuned Qwen2.5-3B (the authors' dec.sh)
+    "qwen2.5-3b": ModelConfig(backbone="Qwen/Qwen2.5-3B-Instruct", **{**_QWEN, "use_images": False}),
+    "qwen2.5-3b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-3B-Instruct", **_QWEN),
     "qwen2.5-7b-vixml": ModelConfig(backbone="Qwen/Qwen2.5-7B", **_QWEN),
 }
 
@@ -193,10 +204,13 @@ class DualEncoder(nn.Module):
         self._forward_params = set(inspect.signature(self.base_model.forward).parameters)
 
         self.image_proj: nn.Linear | None = None
+        self.fusion: LateFusion | None = None
         if config.use_images:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 self.image_proj = nn.Linear(config.vision_dim, self.hidden_size)
+                if config.fusion == "late":
+                    self.fusion = LateFusion(self.hidden_size)
 
     # ---------------------------------------------------------------- construction helpers
     def _resolve_template(self) -> PromptTemplate:
@@ -205,7 +219,9 @@ class DualEncoder(nn.Module):
             t = "encoder" if self.kind == "encoder" else ("text_image" if self.config.use_images else "text_only")
         elif isinstance(t, Mapping) and "kind" not in t:  # make_template arguments: the model's kind
             t = {**t, "kind": self.kind}
-        return get_template(t, **self.config.template_overrides)
+        self.full_template = get_template(t, **self.config.template_overrides)
+        # late fusion: the backbone reads the same template without its image segments
+        return without_images(self.full_template) if self.config.fusion == "late" else self.full_template
 
     @property
     def base_model(self) -> nn.Module:
@@ -218,7 +234,7 @@ class DualEncoder(nn.Module):
         """The config with ``kind`` and an ``auto`` template resolved (what :meth:`save` writes)."""
         template = self.config.template
         if template == "auto":
-            template = self.template.name
+            template = self.full_template.name
         return dataclasses.replace(self.config, kind=self.kind, template=template)
 
     @property
@@ -239,26 +255,34 @@ class DualEncoder(nn.Module):
             return torch.autocast(device_type="cuda", dtype=dt)
         return contextlib.nullcontext()
 
+    def project_images(self, image_vectors, image_mask=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(image_embeds [B, M, H], mask [B, M] bool or None)``: the images projected into the
+        token-embedding space, at most ``max_images`` per item, on the model's device."""
+        if self.image_proj is None or image_vectors is None:
+            return None, None
+        dev = self.device
+        vec = torch.as_tensor(image_vectors).to(dev, non_blocking=True)
+        if vec.dim() == 2:  # one image per item
+            vec = vec[:, None]
+        if vec.shape[-1] != self.config.vision_dim:
+            raise ValueError(f"image vectors have dim {vec.shape[-1]}, "
+                             f"the model expects vision_dim={self.config.vision_dim}")
+        vec = vec[:, : self.config.max_images]
+        mask = None
+        if image_mask is not None:
+            mask = torch.as_tensor(image_mask).to(dev, non_blocking=True).bool()
+            mask = (mask[:, None] if mask.dim() == 1 else mask)[:, : self.config.max_images]
+        return self.image_proj(vec.to(self.image_proj.weight.dtype)), mask
+
     def assemble(self, title_ids, title_lens, image_vectors=None, image_mask=None) -> AssembledBatch:
-        """The assembled prompt of a batch (projected images included), on the model's device."""
+        """The assembled prompt of a batch (projected images included when the template has
+        image slots), on the model's device."""
         dev = self.device
         title_ids = torch.as_tensor(title_ids).to(dev, non_blocking=True).long()
         title_lens = torch.as_tensor(title_lens).to(dev, non_blocking=True).long()
         image_embeds = mask = None
-        if self.image_proj is not None and image_vectors is not None and self.template.has_images:
-            vec = torch.as_tensor(image_vectors).to(dev, non_blocking=True)
-            if vec.dim() == 2:  # one image per item
-                vec = vec[:, None]
-            if vec.shape[-1] != self.config.vision_dim:
-                raise ValueError(f"image vectors have dim {vec.shape[-1]}, "
-                                 f"the model expects vision_dim={self.config.vision_dim}")
-            vec = vec[:, : self.config.max_images]
-            image_embeds = self.image_proj(vec.to(self.image_proj.weight.dtype))
-            if image_mask is not None:
-                mask = torch.as_tensor(image_mask).to(dev, non_blocking=True).bool()
-                if mask.dim() == 1:
-                    mask = mask[:, None]
-                mask = mask[:, : self.config.max_images]
+        if self.template.has_images:
+            image_embeds, mask = self.project_images(image_vectors, image_mask)
         return self.assembler.assemble(title_ids, title_lens, self.token_embedding(), image_embeds, mask)
 
     def forward_details(
@@ -288,7 +312,12 @@ class DualEncoder(nn.Module):
             pooled = (h.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
         else:
             pooled = h[torch.arange(h.shape[0], device=h.device), batch.last_positions.clamp_min(0)].float()
-        emb = F.normalize(pooled, dim=-1) if self.config.normalize else pooled
+        if self.fusion is not None:  # late fusion: the pooled text vector meets the images here
+            with self._autocast(self.device):
+                images, mask = self.project_images(image_vectors, image_mask)
+            emb = self.fusion(pooled, images, mask)
+        else:
+            emb = F.normalize(pooled, dim=-1) if self.config.normalize else pooled
         return EncoderOutput(
             embeddings=emb,
             pooled=pooled,
@@ -319,30 +348,7 @@ class DualEncoder(nn.Module):
             ids[r, : len(e)] = torch.tensor(e, dtype=torch.long)
         return ids, torch.tensor([len(e) for e in enc], dtype=torch.long)
 
-    # ---------------------------------------------------------------- optimisation
-    def param_groups(self, lr_backbone: float, lr_image_proj: float | None = None,
-                     weight_decay: float = 0.0) -> list[dict]:
-        """AdamW parameter groups of the trainable parameters: backbone and image
-        projection with their own learning rates; biases and norm weights (1-d) without
-        weight decay. Each group has a ``name``."""
-        lr_image_proj = lr_backbone if lr_image_proj is None else lr_image_proj
-        groups: dict[str, dict] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            part = "image_proj" if name.startswith("image_proj.") else "backbone"
-            decay = p.dim() >= 2
-            key = f"{part}{'' if decay else '_no_decay'}"
-            if key not in groups:
-                groups[key] = {
-                    "name": key,
-                    "params": [],
-                    "lr": lr_image_proj if part == "image_proj" else lr_backbone,
-                    "weight_decay": weight_decay if decay else 0.0,
-                }
-            groups[key]["params"].append(p)
-        return list(groups.values())
-
+    # ---------------------------------------------------------------- size
     def trainable_parameters(self) -> dict:
         """Counts of parameters: total, trainable, trainable in the backbone / image projection."""
         total = trainable = proj = 0
@@ -350,13 +356,13 @@ class DualEncoder(nn.Module):
             total += p.numel()
             if p.requires_grad:
                 trainable += p.numel()
-                if name.startswith("image_proj."):
+                if name.startswith(("image_proj.", "fusion.")):
                     proj += p.numel()
         return {
             "total": total,
             "trainable": trainable,
             "backbone_trainable": trainable - proj,
-            "image_proj": proj,
+            "image_proj": proj,  # and the late-fusion layer, when there is one
             "trainable_fraction": trainable / max(total, 1),
             "lora": self.uses_lora,
         }
@@ -385,16 +391,15 @@ class DualEncoder(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, map_location: str | torch.device = "cpu", **overrides) -> DualEncoder:
         """Rebuild from the saved config (with ``overrides``, e.g. ``attn_implementation``) and
-        load the saved trainable weights."""
-        from safetensors.torch import load_file
+        load the saved trainable weights. ``trust_remote_code`` is off unless ``overrides`` turns
+        it on: a saved ``model_config.json`` cannot switch on code execution."""
+        from .pretrained import load_safetensors, read_saved_config
 
         folder = Path(folder)
-        meta = read_json(folder / CONFIG_FILE)
-        if meta.get("format") != "vixml-dual-encoder":
-            raise ValueError(f"{folder / CONFIG_FILE}: not a saved vixml dual encoder")
-        config = ModelConfig.from_dict({**meta["config"], **overrides}, source=str(folder / CONFIG_FILE))
+        saved = read_saved_config(folder / CONFIG_FILE, allow_remote_code=bool(overrides.get("trust_remote_code")))
+        config = ModelConfig.from_dict({**saved, **overrides}, source=str(folder / CONFIG_FILE))
         model = cls(config)
-        state = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        state = load_safetensors(folder / WEIGHTS_FILE)
         result = model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise ValueError(f"{folder}: saved weights do not fit the model: unexpected {result.unexpected_keys[:5]}")

@@ -25,19 +25,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .blocked_topk import cpu_topk, default_cpu_blocks, torch_topk
+
 __all__ = ["exact_topk", "faiss_topk", "topk_to_csr", "csr_to_topk", "as_exclude_csr"]
 
 
 # --------------------------------------------------------------------------- helpers
-def _to_tensor(x, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D [n, d] matrix, got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.float()
-    return t
-
-
 def _to_numpy_f32(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float32).numpy()
@@ -105,7 +98,7 @@ def exact_topk(
     queries,
     labels,
     k: int,
-    block_size: int = 4096,
+    block_size: int | None = None,
     device=None,
     exclude=None,
     label_block_size: int | None = None,
@@ -114,26 +107,34 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` labels by inner product, blocked, on CPU or GPU.
 
-    Scores are ``queries @ labels.T`` (pass normalised vectors for cosine similarity).
-    Queries are processed in blocks of ``block_size`` rows; the labels are moved to the
-    device once. If a ``block_size x n_labels`` score tile would exceed
-    ``max_tile_elems`` floats, labels are processed in blocks as well and the per-block
-    top-k lists are merged, so the result is the same.
+    Scores are ``queries @ labels.T`` (pass normalised vectors for cosine similarity),
+    computed one tile of ``block_size`` queries x ``label_block_size`` labels at a time
+    with a running top-``k`` per query, so memory stays bounded for 10^6 labels (kernels:
+    :mod:`vixml_lib.blocked_topk`). On the CPU each tile is one BLAS GEMM into a reused
+    buffer followed by a threshold filter (only scores above a query's current ``k``-th
+    best are merged), as fast as FAISS ``IndexFlatIP`` (``benchmarks/bench_retrieval.py``).
+    On a GPU the labels are moved to the device once and each tile goes through
+    ``torch.topk``.
 
     Args:
-        queries: ``[n, d]`` numpy array or torch tensor (float32 / float16 / bfloat16).
-        labels: ``[m, d]`` same.
+        queries: ``[n, d]`` numpy array (a memory map is fine) or torch tensor (float32 /
+            float16 / bfloat16).
+        labels: ``[m, d]`` same. On the CPU, non-float32 labels are converted one tile at
+            a time (no float32 copy of the whole matrix).
         k: labels per query; ``min(k, m)`` columns are returned.
-        block_size: queries per block.
+        block_size: queries per block (default: CPU, a tile of about the last-level cache;
+            GPU 4096).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (default: CUDA if available).
         exclude: (query row, label) pairs whose score is set to ``-inf`` *before* the
             top-k, so filtered labels never take a top-k slot (the XMC filter-labels
             convention). See :func:`as_exclude_csr` for the accepted forms.
-        label_block_size: force a label block size (default: automatic, see above).
-        compute_dtype: dtype of the matrix product; default float32 (half inputs are
-            upcast, also on GPU, so that scores keep float32 resolution and ties stay
-            rare). ``torch.bfloat16`` / ``torch.float16`` trade exactness for speed on GPU.
-        max_tile_elems: bound on the size of one score tile (elements).
+        label_block_size: labels per tile (default: CPU ``max(8192, 4 k)``; GPU all the
+            labels unless a tile would exceed ``max_tile_elems``).
+        compute_dtype: dtype of the matrix product on GPU; default float32 (half inputs
+            are upcast so that scores keep float32 resolution and ties stay rare).
+            ``torch.bfloat16`` / ``torch.float16`` trade exactness for speed on GPU; the
+            CPU always computes in float32.
+        max_tile_elems: bound on the size of one GPU score tile (elements).
 
     Returns:
         ``(scores float32 [n, k'], indices int64 [n, k'])`` numpy arrays, ``k' = min(k,
@@ -141,71 +142,41 @@ def exact_topk(
         remaining label excluded) have index ``-1`` and score ``-inf``. The order of
         exactly tied scores is unspecified.
     """
-    q = _to_tensor(queries, "queries")
-    lab = _to_tensor(labels, "labels")
+    q, lab = _as_matrix(queries, "queries"), _as_matrix(labels, "labels")
     _check_search(q.shape[1], lab.shape[1], k)
-    if block_size < 1:
+    if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     n, m = q.shape[0], lab.shape[0]
     k_out = min(int(k), m)
     dev = _auto_device(device)
-    cdt = compute_dtype or torch.float32
-    if dev.type == "cpu" and cdt in (torch.float16, torch.bfloat16):
-        cdt = torch.float32  # half matmuls are slow and lossy on CPU
     excl = as_exclude_csr(exclude, n, m)
-
     scores_out = np.empty((n, k_out), dtype=np.float32)
     index_out = np.empty((n, k_out), dtype=np.int64)
     if n == 0 or m == 0:
         return scores_out, index_out
-
-    lab_dev = lab.to(device=dev, dtype=cdt)
+    if dev.type == "cpu":
+        b, w = default_cpu_blocks(n, m, k_out)
+        cpu_topk(q, lab, k_out, block_size or b, label_block_size or w, excl, scores_out, index_out)
+        return scores_out, index_out
+    block_size = block_size or 4096
     if label_block_size is None:
         label_block_size = max(k_out, max_tile_elems // max(1, min(block_size, n)))
-    lbs = max(int(label_block_size), 1)
-    label_blocks = [(a, min(a + lbs, m)) for a in range(0, m, lbs)]
-
-    for q0 in range(0, n, block_size):
-        q1 = min(q0 + block_size, n)
-        qb = q[q0:q1].to(device=dev, dtype=cdt, non_blocking=True)
-        ex = None
-        if excl is not None:
-            sub = excl[q0:q1].tocoo()
-            if sub.nnz:
-                ex = (torch.from_numpy(sub.row.astype(np.int64)).to(dev),
-                      torch.from_numpy(sub.col.astype(np.int64)).to(dev))
-        best_s, best_i = _block_topk(qb, lab_dev, label_blocks, k_out, ex)
-        scores_out[q0:q1] = best_s.cpu().numpy()
-        index_out[q0:q1] = best_i.cpu().numpy()
-        del qb
+    torch_topk(q, lab, k_out, block_size, label_block_size, excl, dev, compute_dtype or torch.float32,
+               scores_out, index_out)
     return scores_out, index_out
 
 
-def _block_topk(qb: torch.Tensor, lab: torch.Tensor, label_blocks: list[tuple[int, int]], k: int,
-                exclude: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` of one query block ``qb`` [b, d] over the labels ``lab`` [m, d], one label
-    block at a time with a running merge; ``exclude``: (rows, cols) set to -inf first.
-    Returns ``(scores [b, k], indices [b, k])`` with index -1 where the score is -inf."""
-    best_s = best_i = None
-    for l0, l1 in label_blocks:
-        s = (qb @ lab[l0:l1].T).float()
-        if exclude is not None:
-            rows, cols = exclude
-            sel = (cols >= l0) & (cols < l1)
-            if bool(sel.any()):
-                s[rows[sel], cols[sel] - l0] = float("-inf")
-        bs, bi = torch.topk(s, min(k, l1 - l0), dim=1, largest=True, sorted=True)
-        bi = bi + l0
-        if best_s is None:
-            best_s, best_i = bs, bi
-        else:  # merge the running top-k with this label block's
-            cs = torch.cat([best_s, bs], dim=1)
-            ci = torch.cat([best_i, bi], dim=1)
-            best_s, pos = torch.topk(cs, min(k, cs.shape[1]), dim=1)
-            best_i = ci.gather(1, pos)
-        del s
-    best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
-    return best_s, best_i
+def _as_matrix(x, name: str):
+    """A 2-D float numpy array (memory maps kept as they are) or tensor; ints become float32."""
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+        if x.dtype.kind != "f":
+            x = x.astype(np.float32)
+    elif not x.is_floating_point():
+        x = x.float()
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [n, d] matrix, got shape {tuple(x.shape)}")
+    return x
 
 
 # --------------------------------------------------------------------------- faiss

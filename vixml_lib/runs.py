@@ -10,7 +10,10 @@ library spells these names):
     metrics.json             metrics/<notebook>.json merged
     metrics/<notebook>.json  one notebook's metrics
     figures/<name>.png|html  figures
-    NN_name.ipynb / .html    executed notebooks and their exports
+    NN_name.ipynb / .html    executed notebooks and their exports (only runs that finished)
+    NN_name.failed.ipynb / .failed.html   the copy of a notebook that failed, beside the good one
+    .NN_name.running.ipynb   a notebook being executed (renamed to one of the above at its end)
+    index.html               links to the exports, figures and metrics, with status and seconds
     train/<name>/            training runs (TrainFolder), notebook 03
     ablations/               results.csv, results.json and <backbone>/<cell>/ (TrainFolder), notebook 05
 
@@ -18,11 +21,13 @@ library spells these names):
 
     config.yaml              the TrainConfig
     metrics.json             summary: per-epoch history and final metrics
-    checkpoint/              state.json, model/, optimizer.pt, scheduler.pt, clusters.npz
+    checkpoint/              state.json, model/, optimizer.pt, scheduler.pt, clusters.npz,
+                             prime.safetensors and prime_bank.npy (method: prime)
     embeddings_tst.npy       L2-normalised float32 query embeddings (evaluated test queries)
     embeddings_lbl.npy       label embeddings (the ones that were searched)
     predictions_tst.npz      top-k scores, scipy sparse (queries x labels)
     items_tst.npy / items_lbl.npy   dataset row of each embedding row
+    prime_clusters.npy       PRIME: the free vector of each label (method: prime)
     error.txt                why the run failed (ablation cells)
 """
 from __future__ import annotations
@@ -63,6 +68,21 @@ class CheckpointFolder:
     @property
     def clusters(self) -> Path:
         return self.path / "clusters.npz"
+
+    @property
+    def rng(self) -> Path:
+        """torch's random-number state, for a checkpoint written inside an epoch."""
+        return self.path / "rng.pt"
+
+    @property
+    def prime(self) -> Path:
+        """PRIME head: free vectors, combiner, label -> free-vector map, centroids."""
+        return self.path / "prime.safetensors"
+
+    @property
+    def prime_bank(self) -> Path:
+        """PRIME: the training queries' latest embeddings (stale centroids)."""
+        return self.path / "prime_bank.npy"
 
     @property
     def tmp(self) -> Path:
@@ -124,6 +144,10 @@ class TrainFolder:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions_tst.npz"
+
+    @property
+    def prime_clusters(self) -> Path:
+        return self.path / "prime_clusters.npy"
 
     @property
     def error(self) -> Path:
@@ -192,8 +216,42 @@ class PipelineFolder:
         return self.figures_dir / f"{name}.{ext}"
 
     def notebook(self, filename: str) -> Path:
-        """The executed copy of a notebook (``NN_name.ipynb``)."""
+        """The executed copy of a notebook (``NN_name.ipynb``) that ran to its end."""
         return self.path / filename
+
+    def failed_notebook(self, filename: str) -> Path:
+        """The executed copy of a notebook that failed (``NN_name.failed.ipynb``); a good copy stays."""
+        return self.path / f"{Path(filename).stem}.failed.ipynb"
+
+    def running_notebook(self, filename: str) -> Path:
+        """Where a notebook is executed (``.NN_name.running.ipynb``) before it is renamed."""
+        return self.path / f".{Path(filename).stem}.running.ipynb"
+
+    def html(self, notebook: Path) -> Path:
+        """The HTML export of an executed notebook copy."""
+        return notebook.with_suffix(".html")
+
+    def previous_metrics(self, notebook: str) -> Path:
+        """Where a notebook's metrics of the previous run wait while it runs again."""
+        return self.metrics_dir / f".{notebook}.previous.json"
+
+    def is_run_folder(self) -> bool:
+        """True when the folder holds a pipeline run (its ``config.yaml`` names run settings)."""
+        import yaml
+
+        if not self.config.is_file():
+            return False
+        try:
+            with open(self.config, encoding="utf-8") as f:
+                values = yaml.safe_load(f)
+        except (OSError, ValueError, yaml.YAMLError):
+            return False
+        return isinstance(values, dict) and {"run_name", "notebook_parameters"} <= set(values)
+
+    @property
+    def index(self) -> Path:
+        """``index.html``: links to every notebook's export, the figures and the metrics."""
+        return self.path / "index.html"
 
     @property
     def train_dir(self) -> Path:

@@ -26,6 +26,7 @@ reproducible.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -133,20 +134,54 @@ def clustered_batches(
     return batches
 
 
-def _to_torch(embeddings, device):
-    """``(tensor, device)``: the embeddings as a 2-D float tensor and the compute device."""
+def _source(embeddings, device):
+    """``(x, device)``: the embeddings as a 2-D float tensor, in their own dtype and where
+    they are (a numpy array or memory map is shared, not loaded or copied), and the compute
+    device (default: the tensor's)."""
     import torch
 
     if isinstance(embeddings, torch.Tensor):
         t = embeddings.detach()
     else:
-        t = torch.as_tensor(np.asarray(embeddings))
+        arr = np.asarray(embeddings)
+        if arr.dtype.kind != "f":
+            arr = arr.astype(np.float32)
+        if any(s < 0 for s in arr.strides):
+            arr = np.ascontiguousarray(arr)
+        with warnings.catch_warnings():  # read-only memory maps are only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(arr)
     if t.dim() != 2:
         raise ValueError(f"embeddings must be [n, d], got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         t = t.float()
-    dev = torch.device(device) if device is not None else t.device
-    return t, dev
+    return t, (torch.device(device) if device is not None else t.device)
+
+
+class _Rows:
+    """Fills the working matrix: the rows of the source in a layout ``order``, float32,
+    L2-normalised (when asked), zero for padding ids (``>= n``); one block of rows at a
+    time, gathered where the source lives and normalised on the compute device."""
+
+    def __init__(self, x, n: int, normalize: bool, block_rows: int):
+        self.x, self.n, self.normalize = x, n, normalize
+        # a block's temporaries stay ~16 MB each, however wide the rows
+        self.block_rows = max(1, min(int(block_rows), (1 << 22) // max(1, x.shape[1])))
+
+    def fill(self, xw, order) -> None:
+        """``xw[i] = row(order[i])`` for every layout position, block by block."""
+        import torch
+
+        pads = order >= self.n  # fewer than cluster_size of them
+        src = torch.where(pads, 0, order).to(self.x.device)
+        for a in range(0, order.numel(), self.block_rows):
+            xb = torch.index_select(self.x, 0, src[a:a + self.block_rows])
+            xb = xb.to(device=xw.device, dtype=torch.float32)
+            if self.normalize:
+                torch.nn.functional.normalize(xb, dim=1, out=xw[a:a + self.block_rows])
+            else:
+                xw[a:a + self.block_rows] = xb
+        xw[pads] = 0.0
 
 
 def _segment_sum(rows, seg_of_row, seg_start):
@@ -172,9 +207,10 @@ def _argsort_rows_desc(grid):
 def _split_level(xw, order, node_chunks, n: int, cs: int, n_iter: int, tol: float, rng: np.random.Generator):
     """One level of the balanced 2-means tree, all nodes at once (see :func:`balanced_clusters`).
 
-    ``xw`` [n_pad, d]: the working copy in layout order; ``order`` [n_pad]: layout position ->
-    point id (>= n: padding); ``node_chunks`` [nodes]: each node's number of ``cs``-chunks.
-    Returns the three for the next level (each node split in two, rows in rank order)."""
+    ``xw`` [n_pad, d]: the working rows in layout order; ``order`` [n_pad]: layout position
+    -> point id (>= n: padding); ``node_chunks`` [nodes]: each node's number of ``cs``-chunks.
+    Returns ``order`` and ``node_chunks`` of the next level (each node split in two, its
+    rows in rank order); ``xw`` is left for the caller to refill."""
     import torch
 
     dev = xw.device
@@ -186,9 +222,10 @@ def _split_level(xw, order, node_chunks, n: int, cs: int, n_iter: int, tol: floa
     row_node = chunk_node.repeat_interleave(cs)  # [n_pad]
     node_rows = node_chunks * cs
     node_row_start = node_start * cs
-    offs = torch.arange(n_pad, device=dev) - node_row_start[row_node]
+    offs = torch.arange(n_pad, device=dev) - torch.index_select(node_row_start, 0, row_node)
     width = int(node_rows.max())
     slot = row_node * width + offs  # layout row -> cell of the [n_nodes, width] grid
+    del row_node, offs
     is_pad = order >= n
     real = _segment_sum((~is_pad).view(nc, cs).sum(1, keepdim=True), chunk_node,
                         node_start).view(-1)
@@ -210,12 +247,13 @@ def _split_level(xw, order, node_chunks, n: int, cs: int, n_iter: int, tol: floa
     for _ in range(max(1, int(n_iter))):
         direction = c0 - c1  # [n_nodes, d]
         p = torch.einsum("cjd,cd->cj", xc, direction[chunk_node]).reshape(n_pad)
-        grid[slot] = torch.where(is_pad, float("-inf"), p)
+        grid.index_copy_(0, slot, p.masked_fill_(is_pad, float("-inf")))
+        del p
         ranks = _argsort_rows_desc(grid.view(n_nodes, width))  # rank -> in-node offset
         side_grid = torch.empty(n_nodes, width, dtype=torch.bool, device=dev)
         side_grid.scatter_(1, ranks, rank_is_left)
-        new_side = side_grid.view(-1)[slot]  # True = left
-        changed = n_pad if side is None else int((new_side != side).sum())
+        new_side = torch.index_select(side_grid.view(-1), 0, slot)  # True = left
+        changed = n_pad if side is None else int(torch.count_nonzero(new_side != side))
         side = new_side
         lsum = torch.bmm(side.view(nc, 1, cs).to(torch.float32), xc).view(nc, d)
         left_sum = _segment_sum(lsum, chunk_node, node_start)
@@ -225,12 +263,9 @@ def _split_level(xw, order, node_chunks, n: int, cs: int, n_iter: int, tol: floa
             break
     # New layout: each node's rows in rank order (left part first, pads last).
     valid = ranks < node_rows.unsqueeze(1)
-    perm = (node_row_start.unsqueeze(1) + ranks)[valid]
-    order = order[perm]
-    xw = xw[perm]
+    order = torch.index_select(order, 0, torch.masked_select(node_row_start.unsqueeze(1) + ranks, valid))
     child = torch.stack([node_chunks // 2, node_chunks - node_chunks // 2], dim=1).reshape(-1)
-    node_chunks = child[child > 0]
-    return xw, order, node_chunks
+    return order, child[child > 0]
 
 
 def balanced_clusters(
@@ -260,13 +295,21 @@ def balanced_clusters(
     Implementation: a working copy of the (normalised) embeddings is kept in "node
     order" (each node a contiguous run of whole ``cluster_size`` chunks, padded with
     zero rows to a multiple of ``cluster_size``), so that projections and half-sums are
-    batched matrix products over chunks, without gathering rows; rows are permuted once
-    per tree level. Per level: ``O(n d)`` per iteration plus an ``O(n log n)`` sort;
+    batched matrix products over chunks, without gathering rows. The layout itself is an
+    index vector; at the start of each tree level the working copy is refilled from the
+    embeddings in the new layout, block by block, over the old one (rather than permuted
+    into a second copy). Per level: ``O(n d)`` per iteration plus an ``O(n log n)`` sort;
     ``ceil(log2(n / cluster_size))`` levels. No Python loop over points or nodes.
-    Memory: one float32 copy of the embeddings (plus a transient one while permuting).
+
+    Memory, linear in ``n``: the embeddings stay where they are (a numpy array or memory
+    map is read in place, one block of ``block_rows`` rows at a time, also when the
+    computation runs on a GPU); ONE float32 working copy on the compute device
+    (``4 n d`` bytes, e.g. 18 GB for 2.2M x 2048 -- on a GPU when there is one); and
+    ``O(n)`` indices, ~150 bytes per point at the widest level (index vectors, the sort).
 
     Args:
-        embeddings: ``[n, d]`` numpy array or torch tensor (any float dtype).
+        embeddings: ``[n, d]`` numpy array (memory maps welcome) or torch tensor (any
+            float dtype).
         cluster_size: target cluster size (>= 1).
         seed: seed of the random centroid initialisation; the result is deterministic
             for a seed on a given device.
@@ -275,8 +318,9 @@ def balanced_clusters(
         normalize: cluster by cosine similarity (rows L2-normalised); False uses raw
             inner products.
         device: torch device for the computation (default: the tensor's device, CPU
-            for numpy input). ``"cuda"`` makes million-point clusterings fast.
-        block_rows: rows per block when copying / permuting the working matrix.
+            for numpy input). Training passes its device: ``"cuda"`` makes million-point
+            clusterings fast.
+        block_rows: rows per block when filling the working copy (at most ``2^22 / d``).
 
     Returns:
         list of int64 numpy index arrays that partition ``range(n)``.
@@ -285,8 +329,8 @@ def balanced_clusters(
 
     if cluster_size < 1:
         raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
-    x, dev = _to_torch(embeddings, device)
-    n, d = x.shape
+    x, dev = _source(embeddings, device)
+    n = x.shape[0]
     if n == 0:
         return []
     cs = int(cluster_size)
@@ -294,21 +338,16 @@ def balanced_clusters(
         return [np.arange(n, dtype=np.int64)]
     rng = np.random.default_rng(seed)
     nc = -(-n // cs)  # chunks
-    n_pad = nc * cs
-
-    # Working copy in layout order (initially the identity), float32, normalised, padded.
-    xw = torch.zeros(n_pad, d, dtype=torch.float32, device=dev)
-    for a in range(0, n, block_rows):
-        blk = x[a:a + block_rows].to(device=dev, dtype=torch.float32)
-        if normalize:
-            blk = torch.nn.functional.normalize(blk, dim=1)
-        xw[a:a + blk.shape[0]] = blk
-    order = torch.arange(n_pad, device=dev)  # layout position -> point id (>= n: pad)
+    rows = _Rows(x, n, normalize, block_rows)
+    order = torch.arange(nc * cs, device=dev)  # layout position -> point id (>= n: pad)
+    xw = torch.empty(nc * cs, x.shape[1], dtype=torch.float32, device=dev)  # the one working copy
 
     # Nodes are runs of whole chunks in layout order; pads always sit at a node's end.
     node_chunks = torch.tensor([nc], dtype=torch.long, device=dev)
     while bool((node_chunks > 1).any()):
-        xw, order, node_chunks = _split_level(xw, order, node_chunks, n, cs, n_iter, tol, rng)
+        rows.fill(xw, order)  # the level's layout, written over the previous one
+        order, node_chunks = _split_level(xw, order, node_chunks, n, cs, n_iter, tol, rng)
+    del xw
 
     lay = order.view(nc, cs).cpu().numpy()
     full = lay.max(axis=1) < n

@@ -23,7 +23,7 @@ import inspect
 import itertools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ DEFAULT_FACTORS: dict[str, list] = {
 }
 
 _ABBREV = {"text_prefix": "tp", "image_prefix": "ip", "eos": "eos", "bos": "bos", "images": "img"}
+#: factors that are training settings, not template arguments: ``method`` (TrainConfig: ngame |
+#: prime) and ``fusion`` (ModelConfig: early | late; it matters only in cells with images)
+TRAINING_FACTORS = ("method", "fusion")
 _TEMPLATE_ARGS = {p for p in inspect.signature(make_template).parameters if p not in ("kind", "name", "fields")}
 _TEMPLATE_FIELDS = {f.name for f in dataclasses.fields(PromptTemplate)} - {"segments", "name"}
 _NOT_TRAIN_SETTINGS = ("kind",)  # backbone settings that are not TrainConfig fields
@@ -60,6 +63,7 @@ class Cell:
     images: bool
     factors: dict
     aliases: tuple[str, ...] = ()
+    settings: dict = field(default_factory=dict)  # the training factors' values: method, fusion
     reference: bool = False  # the paper's template for this kind (with or without images)
 
     def prompt_template(self, **overrides) -> PromptTemplate:
@@ -85,9 +89,19 @@ def _combination_name(combo: Mapping[str, Any], factors: Sequence[str]) -> str:
 
 
 def _template_key(kind: str, args: Mapping[str, Any]) -> tuple:
-    d = make_template(**{**args, "kind": kind}).to_dict()
+    d = make_template(**{k: v for k, v in args.items() if k not in TRAINING_FACTORS}, kind=kind).to_dict()
     d.pop("name")
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+
+def _images(args: Mapping[str, Any]) -> bool:
+    return bool(args.get("images", True)) and args.get("order") != "text_only"
+
+
+def _cell_key(kind: str, args: Mapping[str, Any]) -> tuple:
+    """What makes two combinations one cell: the template, the method, and the fusion when
+    the cell has images."""
+    return (_template_key(kind, args), args.get("method"), args.get("fusion") if _images(args) else None)
 
 
 def _reference_keys(kind: str) -> set[tuple]:
@@ -104,7 +118,8 @@ def expand_grid(factors: Mapping[str, Sequence] | None = None, kind: str = "deco
     """The distinct cells of a factor grid for one model kind (``decoder`` | ``encoder``).
 
     ``factors``: factor -> list of levels (default :data:`DEFAULT_FACTORS`); a factor is
-    an argument of :func:`prompt.make_template` or ``images``. ``fixed``: arguments of
+    an argument of :func:`prompt.make_template`, ``images``, or a training factor
+    (:data:`TRAINING_FACTORS`: ``method``, ``fusion``). ``fixed``: arguments of
     ``make_template`` shared by every cell (e.g. ``{"bos": False}``, or ``{"images":
     False}`` for a text-only grid). Without an ``images`` factor or fixed value, images are on.
     Combinations are enumerated in the order of ``factors`` (the first factor varies
@@ -115,10 +130,10 @@ def expand_grid(factors: Mapping[str, Sequence] | None = None, kind: str = "deco
     if kind not in ("decoder", "encoder"):
         raise ValueError(f"kind must be 'decoder' or 'encoder', got {kind!r}")
     for where, names in (("factor", factors), ("fixed setting", fixed)):
-        unknown = sorted(set(names) - _TEMPLATE_ARGS - _TEMPLATE_FIELDS)
+        valid = _TEMPLATE_ARGS | _TEMPLATE_FIELDS | set(TRAINING_FACTORS)
+        unknown = sorted(set(names) - valid)
         if unknown:
-            raise ValueError(f"unknown grid {where}(s) {unknown}; valid: "
-                             f"{', '.join(sorted(_TEMPLATE_ARGS | _TEMPLATE_FIELDS))}")
+            raise ValueError(f"unknown grid {where}(s) {unknown}; valid: {', '.join(sorted(valid))}")
     both = sorted(set(factors) & set(fixed))
     if both:
         raise ValueError(f"{both} given both as factors and as fixed settings")
@@ -131,12 +146,12 @@ def expand_grid(factors: Mapping[str, Sequence] | None = None, kind: str = "deco
         fixed.setdefault("images", True)
     names = list(factors)
     combos = [dict(zip(names, values)) for values in itertools.product(*(factors[f] for f in names))]
-    keys = [_template_key(kind, {**fixed, **c}) for c in combos]
+    keys = [_cell_key(kind, {**fixed, **c}) for c in combos]
 
     def relevant(combo: dict, key: tuple) -> list[str]:
-        """The factors for which another level changes this combination's template."""
+        """The factors for which another level changes this combination's cell."""
         return [f for f in names
-                if any(_template_key(kind, {**fixed, **combo, f: v}) != key for v in factors[f] if v != combo[f])]
+                if any(_cell_key(kind, {**fixed, **combo, f: v}) != key for v in factors[f] if v != combo[f])]
 
     groups: dict[tuple, list[dict]] = {}
     for combo, key in zip(combos, keys):
@@ -150,13 +165,14 @@ def expand_grid(factors: Mapping[str, Sequence] | None = None, kind: str = "deco
         if name in taken:  # only with interacting factors: fall back to the full combination
             name = _combination_name(first, names)
         taken.add(name)
-        images = bool({**fixed, **first}.get("images", True)) and {**fixed, **first}.get("order") != "text_only"
-        template = {**fixed, **first, "kind": kind, "name": name}
+        args = {**fixed, **first}
+        template = {k: v for k, v in args.items() if k not in TRAINING_FACTORS} | {"kind": kind, "name": name}
         cells.append(Cell(
-            name=name, kind=kind, template=template, images=images,
+            name=name, kind=kind, template=template, images=_images(args),
             factors={f: (first[f] if f in matters else None) for f in names},
             aliases=tuple(_combination_name(c, names) for c in members[1:]),
-            reference=key in reference,
+            reference=key[0] in reference,
+            settings={f: args[f] for f in TRAINING_FACTORS if f in args},
         ))
     return cells
 
@@ -193,9 +209,13 @@ def cell_config(cell: Cell, settings: Mapping[str, Any], out_dir: str | Path, **
     """The :class:`TrainConfig` of one cell: ``common`` settings (data_dir, schedule, ...),
     then the backbone's ``settings``, then the cell's template and images (which replace a
     ``template`` / ``use_images`` of the backbone's settings)."""
-    from ..config import config_from_dict
-    from ..training import TrainConfig
+    from ..recipes import merge_settings
+    from ..training import make_train_config
 
-    values = {**common, **{k: v for k, v in settings.items() if k not in _NOT_TRAIN_SETTINGS}}
+    values = merge_settings(common, {k: v for k, v in settings.items() if k not in _NOT_TRAIN_SETTINGS})
     values.update(template=dict(cell.template), use_images=cell.images, out_dir=str(out_dir))
-    return config_from_dict(TrainConfig, values, source=f"cell {cell.name}")
+    if "method" in cell.settings:
+        values["method"] = cell.settings["method"]
+    if "fusion" in cell.settings:
+        values["model_overrides"] = {**dict(values.get("model_overrides") or {}), "fusion": cell.settings["fusion"]}
+    return make_train_config(values, source=f"cell {cell.name}")

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..io_utils import atomic_open, read_json, write_json
 from ..runs import PipelineFolder
 from .grid import DEFAULT_FACTORS, Cell, backbone_kind, expand_grid
@@ -30,11 +32,12 @@ def _describe(cell: Cell, settings: Mapping) -> str:
         return cell.describe()
 
 
-def cell_row(backbone: str, settings: Mapping, cell: Cell | None, run_dir: Path, out: Path | None) -> dict:
+def cell_row(backbone: str, settings: Mapping, cell: Cell | None, run_dir: Path, out: Path | None,
+             seed: int | None = None) -> dict:
     described = _describe(cell, settings) if cell is not None else ""
     row = {"backbone": backbone, "model": settings.get("model"), "kind": cell.kind if cell else None,
-           "cell": cell.name if cell else "*", "template": described, "images": cell.images if cell else None,
-           "reference": cell.reference if cell else None}
+           "cell": cell.name if cell else "*", "seed": seed, "template": described,
+           "images": cell.images if cell else None, "reference": cell.reference if cell else None}
     row.update({f: v for f, v in (cell.factors if cell else {}).items() if f != "images"})
     row.update({m: None for m in METRICS})
     row.update(train_s=None, eval_s=None, wall_s=None, status="pending", error="",
@@ -100,27 +103,40 @@ def results_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | No
 def factor_effects(rows: Sequence[Mapping[str, Any]], factors: Sequence[str] | None = None,
                    metric: str = "P@1") -> list[dict]:
     """Mean ``metric`` per backbone, factor and level over the finished cells where the
-    factor matters (e.g. ``order`` only over cells with images), with the number of cells
-    and the difference to the factor's first level."""
+    factor matters (e.g. ``order`` only over cells with images) and over the seeds, with the
+    number of cells and the difference to the factor's first level. With several seeds that
+    difference comes with a 95% t-interval over seeds (each seed's level mean minus the first
+    level's mean) and "within noise" says whether the interval contains 0."""
     factors = list(factors or DEFAULT_FACTORS)
     out = []
     done = [r for r in rows if r.get("status") in ("ok", "reused") and r.get(metric) is not None]
     for backbone in dict.fromkeys(r["backbone"] for r in done):
         mine = [r for r in done if r["backbone"] == backbone]
         for f in factors:
-            levels: dict[Any, list[float]] = {}
+            levels: dict[Any, dict[Any, list[float]]] = {}  # level -> seed -> the cells' values
             for r in mine:
                 if r.get(f) is not None and r.get(f) != "":
-                    levels.setdefault(r[f], []).append(float(r[metric]))
-            if len(levels) < 2:
-                continue
-            base = None
-            for level, vals in levels.items():
-                mean = sum(vals) / len(vals)
-                base = mean if base is None else base
-                out.append({"backbone": backbone, "factor": f, "level": level, f"mean {metric}": round(mean, 2),
-                            "cells": len(vals), "vs first level": round(mean - base, 2)})
+                    levels.setdefault(r[f], {}).setdefault(r.get("seed"), []).append(float(r[metric]))
+            if len(levels) >= 2:
+                first = next(iter(levels.values()))
+                out.extend(_effect_row(backbone, f, level, by_seed, first, metric) for level, by_seed in levels.items())
     return out
+
+
+def _effect_row(backbone: str, factor: str, level, by_seed: dict, first: dict, metric: str) -> dict:
+    """One level of a factor: its mean, and its per-seed difference to the first level."""
+    from ..stats import format_interval, seed_summary
+
+    values = [v for vs in by_seed.values() for v in vs]
+    diffs = [float(np.mean(by_seed[s]) - np.mean(first[s])) for s in by_seed if s in first]
+    row = {"backbone": backbone, "factor": factor, "level": level, f"mean {metric}": round(float(np.mean(values)), 2),
+           "cells": len(next(iter(by_seed.values()))), "seeds": len(by_seed),
+           "vs first level": round(float(np.mean(diffs)), 2) if diffs else None}
+    if len(diffs) > 1 and by_seed is not first:
+        sm = seed_summary(diffs)
+        row["interval (seeds)"] = format_interval(sm["mean"], sm["lo"], sm["hi"])
+        row["within noise"] = bool(sm["lo"] <= 0 <= sm["hi"])
+    return row
 
 
 def plot_grid(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("P@1", "PSP@5"), axes=None):

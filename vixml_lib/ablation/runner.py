@@ -90,7 +90,7 @@ def _run_cell(row: dict, run: TrainFolder, cell: Cell, settings: Mapping, common
 
     try:
         config = cell_config(cell, settings, run.path, **common)
-        summary = _finished_summary(config)
+        summary = _finished_summary(config) if config.resume else None  # resume=False: train again
         reused = summary is not None
         if not reused:
             summary = train(config, progress=train_progress)
@@ -116,7 +116,7 @@ def _run_cell(row: dict, run: TrainFolder, cell: Cell, settings: Mapping, common
 def run_grid(run_dir: str | Path, backbones: Mapping[str, Mapping[str, Any]],
              factors: Mapping[str, Sequence] | None = None, *, fixed: Mapping[str, Any] | None = None,
              keep_checkpoints: str = "model", progress: bool = True, train_progress: bool = False,
-             **common) -> list[dict]:
+             seeds: Sequence[int] | None = None, **common) -> list[dict]:
     """Train every cell of the grid for every backbone; return the result rows.
 
     ``backbones``: name -> settings (``model``: a preset of ``models.MODEL_PRESETS``; any
@@ -133,6 +133,8 @@ def run_grid(run_dir: str | Path, backbones: Mapping[str, Mapping[str, Any]],
     what stays of a finished cell's checkpoint: ``all`` (as ``train`` writes it; it can then
     also be resumed by ``train`` itself), ``model`` (the trained weights, without the optimizer
     state: a third of the size for fully fine-tuned encoders) or ``none`` (only the state).
+    ``seeds``: train every cell with each of these seeds (default: ``common``'s ``seed``, or 0);
+    the first seed's runs are ``<backbone>/<cell>/``, the others ``<backbone>/<cell>-seed<k>/``.
     """
     if keep_checkpoints not in _KEEP:
         raise ValueError(f"keep_checkpoints must be one of {', '.join(_KEEP)}, got {keep_checkpoints!r}")
@@ -140,21 +142,25 @@ def run_grid(run_dir: str | Path, backbones: Mapping[str, Mapping[str, Any]],
 
     folder = PipelineFolder(run_dir)
     common = {"save_embeddings": False, "eval_at_start": False, **common}
-    plan, grid = _plan(backbones, factors, fixed)
-    runs = [folder.ablation_cell(b, c.name) if c else None for b, _, c, _ in plan]
-    rows = [cell_row(b, s, c, folder.path, r.path if r else None) for (b, s, c, _), r in zip(plan, runs)]
+    seeds = list(seeds) if seeds else [int(common.get("seed", 0))]
+    cells, grid = _plan(backbones, factors, fixed)
+    plan = [(b, s, c, e, seed) for b, s, c, e in cells for seed in (seeds if c else seeds[:1])]
+    runs = [folder.ablation_cell(b, c.name if seed == seeds[0] else f"{c.name}-seed{seed}") if c else None
+            for b, _, c, _, seed in plan]
+    rows = [cell_row(b, s, c, folder.path, r.path if r else None, seed)
+            for (b, s, c, _, seed), r in zip(plan, runs)]
     spec = {"factors": {k: list(v) for k, v in dict(DEFAULT_FACTORS if factors is None else factors).items()},
             "fixed": dict(fixed or {}), "backbones": {k: dict(v) for k, v in backbones.items()},
-            "common": common, "cells": grid}
+            "common": common, "seeds": seeds, "cells": grid}
     bar = tqdm(total=len(plan), desc="ablation grid", unit="cell", disable=not progress)
-    for i, (name, settings, cell, early) in enumerate(plan):
+    for i, (name, settings, cell, early, seed) in enumerate(plan):
         row = rows[i]
-        bar.set_postfix_str(f"{name}/{row['cell']}")
+        bar.set_postfix_str(f"{name}/{row['cell']}/seed {seed}")
         t0 = time.perf_counter()
         if early is not None:
             row.update(status="failed", error=short_error(early))
         else:
-            _run_cell(row, runs[i], cell, settings, common, keep_checkpoints, train_progress)
+            _run_cell(row, runs[i], cell, settings, {**common, "seed": seed}, keep_checkpoints, train_progress)
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         save_results(rows, folder.path, spec)
         bar.update(1)

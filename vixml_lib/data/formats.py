@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, check_input_file
 from ..io_utils import atomic_open
+from ..validation import check_encoding
 from .parsing import parse_filter, parse_xy
 
 __all__ = [
@@ -82,7 +83,8 @@ def write_xy(path: str | Path, Y) -> None:
 def read_texts(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """One text per line (the ``*.raw.txt`` files). Official files are latin-1: pass
     ``encoding="latin-1"`` for them. Line ends ``\\n`` or ``\\r\\n``; final newline optional."""
-    data = Path(path).read_bytes()
+    check_encoding(encoding, source=str(path), key="encoding")
+    data = check_input_file(path, "text file (one text a line)").read_bytes()
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
@@ -104,6 +106,7 @@ def read_texts(path: str | Path, encoding: str = "utf-8") -> list[str]:
 def write_texts(path: str | Path, texts: Iterable[str], encoding: str = "utf-8") -> None:
     """Write one text per line, atomically. A text with a line break (``\\n`` or ``\\r``)
     is an error naming its index: callers must replace line breaks first."""
+    check_encoding(encoding, source=str(path), key="encoding")
     with atomic_open(path, "wb") as f:
         buf: list[str] = []
         first = 0  # index of buf[0]
@@ -219,9 +222,10 @@ def apply_filter(pred, pairs, copy: bool = True) -> sp.csr_matrix:
 def read_predictions(path: str | Path) -> sp.csr_matrix:
     """Load a score matrix saved with ``scipy.sparse.save_npz`` as CSR."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataFormatError(path, "prediction file not found (expected a scipy.sparse "
                                     ".npz score matrix)")
+    check_input_file(path, "scipy.sparse .npz score matrix")
     try:
         P = sp.load_npz(path)
     except Exception as e:  # zipfile/pickle/format errors of all kinds

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..errors import DataFormatError
 from ..metrics import inverse_propensity
 from .prepare import load_dataset
 from .tokens import load_tokens, tokenize_dataset
@@ -110,14 +111,47 @@ def subproblem(Y_trn: sp.csr_matrix, Y_tst: sp.csr_matrix, filter_tst: np.ndarra
         Y_trn, Y_tst = Y_trn[:, items_lbl].tocsr(), Y_tst[:, items_lbl].tocsr()
     if len(items_tst) < n_tst:
         Y_tst = Y_tst[items_tst]
-    new_row = np.full(n_tst, -1)
-    new_row[items_tst] = np.arange(len(items_tst))
-    new_col = np.full(n_lbl, -1)
-    new_col[items_lbl] = np.arange(len(items_lbl))
-    f = np.asarray(filter_tst, dtype=np.int64).reshape(-1, 2)
+    return items_lbl, items_tst, Y_trn, Y_tst, renumber_pairs(filter_tst, items_tst, items_lbl, n_tst, n_lbl)
+
+
+def renumber_pairs(pairs, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """``(row, col)`` pairs [P, 2] renumbered into the sub-matrix of ``rows`` x ``cols`` (old
+    indices), pairs outside it dropped."""
+    new_row = np.full(n_rows, -1)
+    new_row[rows] = np.arange(len(rows))
+    new_col = np.full(n_cols, -1)
+    new_col[cols] = np.arange(len(cols))
+    f = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     f = np.stack([new_row[f[:, 0]], new_col[f[:, 1]]], axis=1)
-    filter_tst = f[(f >= 0).all(axis=1)]
-    return items_lbl, items_tst, Y_trn, Y_tst, filter_tst
+    return f[(f >= 0).all(axis=1)]
+
+
+def query_subset(data: TrainingData, positions: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``(Y_tst, filter_tst)`` of ``data`` restricted to the evaluated test queries at ``positions``."""
+    n_tst, n_lbl = data.Y_tst.shape
+    return data.Y_tst[positions], renumber_pairs(data.filter_tst, positions, np.arange(n_lbl), n_tst, n_lbl)
+
+
+@dataclass
+class EvaluationLabels:
+    """What scoring a run needs: its sub-problem's test labels, filter pairs and propensities."""
+
+    Y_trn: sp.csr_matrix
+    Y_tst: sp.csr_matrix  # (evaluated test queries, labels of the problem)
+    filter_tst: np.ndarray
+    inv_psp: np.ndarray
+    items_tst: np.ndarray  # dataset row of each evaluated test query
+    items_lbl: np.ndarray  # dataset row of each label of the problem
+
+
+def load_labels(config) -> EvaluationLabels:
+    """The label matrices of ``config.data_dir`` restricted to the sub-problem ``config`` asks for
+    (``max_labels``, ``eval_max_queries``, ``seed``), with the propensities (``A``, ``B``)."""
+    ds = load_dataset(Path(config.data_dir), encoding=config.encoding, images=False)
+    items_lbl, items_tst, Y_trn, Y_tst, filter_tst = subproblem(
+        ds.Y["trn"], ds.Y["tst"], ds.filters["tst"], config.seed, config.max_labels, config.eval_max_queries)
+    inv_psp = inverse_propensity(ds.Y["trn"], A=config.A, B=config.B)[items_lbl]
+    return EvaluationLabels(Y_trn, Y_tst, filter_tst, inv_psp, items_tst, items_lbl)
 
 
 def load_training_data(config, model: DualEncoder) -> TrainingData:
@@ -126,7 +160,7 @@ def load_training_data(config, model: DualEncoder) -> TrainingData:
 
     ``config`` is a :class:`~vixml_lib.training.TrainConfig` (or anything with its data fields)."""
     data_dir = Path(config.data_dir)
-    ds = load_dataset(data_dir, encoding=config.encoding, images=False)
+    labels = load_labels(config)
     backbone = model.config.backbone
     tokenize_dataset(data_dir, backbone, max_len=config.max_len, encoding=config.encoding, tokenizer=model.tokenizer)
     splits = {}
@@ -134,15 +168,15 @@ def load_training_data(config, model: DualEncoder) -> TrainingData:
         tok = load_tokens(data_dir, backbone, config.max_len, s)
         feats = open_image_features(data_dir, config.vision_encoder, s) if model.config.use_images else None
         if feats is not None and feats.n_items != len(tok):
-            raise ValueError(f"image features of {s} have {feats.n_items} items, the dataset {len(tok)}")
+            raise DataFormatError(feats.folder, f"image features of {feats.n_items} items, but the {s} split of "
+                                                f"{data_dir} has {len(tok)} (rebuild the cache with notebook 02)")
         splits[s] = SplitInputs(tok.ids, tok.lengths, feats)
-    items_lbl, items_tst, Y_trn, Y_tst, filter_tst = subproblem(
-        ds.Y["trn"], ds.Y["tst"], ds.filters["tst"], config.seed, config.max_labels, config.eval_max_queries)
-    inv_psp = inverse_propensity(ds.Y["trn"], A=config.A, B=config.B)[items_lbl]
-    if len(items_tst) < ds.Y["tst"].shape[0]:
+    items_tst, items_lbl = labels.items_tst, labels.items_lbl
+    if len(items_tst) < len(splits["tst"]):
         splits["tst"].items = items_tst
-    if len(items_lbl) < ds.Y["trn"].shape[1]:
+    if len(items_lbl) < len(splits["lbl"]):
         splits["lbl"].items = items_lbl
         log.info("sub-problem: %d of %d labels, %d train queries with one of them, %d test queries",
-                 len(items_lbl), ds.Y["trn"].shape[1], int((np.diff(Y_trn.indptr) > 0).sum()), len(items_tst))
-    return TrainingData(splits, Y_trn, Y_tst, filter_tst, inv_psp, items_tst, items_lbl)
+                 len(items_lbl), len(splits["lbl"].lens), int((np.diff(labels.Y_trn.indptr) > 0).sum()),
+                 len(items_tst))
+    return TrainingData(splits, labels.Y_trn, labels.Y_tst, labels.filter_tst, labels.inv_psp, items_tst, items_lbl)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, check_input_file
 
 __all__ = ["parse_xy", "parse_filter"]
 
@@ -342,7 +342,7 @@ def _xy_slow(path, body: bytes, n_rows: int, n_labels: int) -> sp.csr_matrix:
 
 def parse_xy(path: str | Path, n_labels: int | None = None) -> sp.csr_matrix:
     """:func:`~vixml_lib.data.formats.read_xy`: the fast pass, else the slow one that names the bad line."""
-    b = _read_padded(path)
+    b = _read_padded(check_input_file(path, "label file (X_Y: header 'n_rows n_labels', then label:value pairs)"))
     size = b.size - 2 * _PAD
     head = b[_PAD:_PAD + min(size, 4096)].tobytes()
     if size > 4096 and b"\n" not in head:
@@ -403,7 +403,7 @@ def _filter_fast(data: bytes, shape) -> np.ndarray:
 
 def parse_filter(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """:func:`~vixml_lib.data.formats.read_filter`: the fast pass, else the slow one that names the bad line."""
-    data = Path(path).read_bytes()
+    data = check_input_file(path, "filter file (one 'row_index label_index' pair a line)").read_bytes()
     try:
         return _filter_fast(data, shape)
     except _FastPathFailed:

@@ -77,10 +77,15 @@ def plot_title_lengths(ax, lengths: dict[str, np.ndarray], unit: str = "words", 
 
 
 def plot_image_coverage(ax, maps: dict[str, np.ndarray]) -> None:
+    """Share of items with 0, 1, 2, ... images, one bar per split, grouped per image count
+    (one tick per count, at the group's centre)."""
     width = 0.8 / max(len(maps), 1)
+    top = 0
     for i, (name, m) in enumerate(maps.items()):
         cov = image_coverage(m)
-        ax.bar(np.arange(len(cov)) + i * width, 100 * cov / cov.sum(), width=width, label=name)
+        top = max(top, len(cov))
+        ax.bar(np.arange(len(cov)) + (i - (len(maps) - 1) / 2) * width, 100 * cov / cov.sum(), width=width, label=name)
+    ax.set_xticks(np.arange(top))
     ax.set(xlabel="images per item", ylabel="% of items", title="Image coverage")
     ax.legend()
 

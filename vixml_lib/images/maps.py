@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, check_input_file
 from ..io_utils import atomic_path
 
 __all__ = [
@@ -40,6 +40,9 @@ def load_map_array(path: str | Path, if_pickled: Callable[[Path], np.ndarray]) -
     the file with :func:`convert_object_map`) and its result is returned.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: image map not found")
+    check_input_file(path, "image map (.npy array of image rows per item)")
     pickled = False
     try:
         arr = np.load(path, allow_pickle=False)
@@ -47,13 +50,15 @@ def load_map_array(path: str | Path, if_pickled: Callable[[Path], np.ndarray]) -
         if "pickle" not in str(e).lower():
             raise DataFormatError(path, f"not a readable .npy array ({e})") from None
         pickled = True
-    except OSError as e:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: image map not found") from None
-        raise DataFormatError(path, f"not a readable .npy array ({e})") from None
+    except EOFError:
+        raise DataFormatError(path, "empty file, expected a .npy array") from None
+    except Exception as e:  # noqa: BLE001 - a damaged header fails in many ways (zipfile, tokenize, struct, ...)
+        raise DataFormatError(path, f"not a readable .npy array ({type(e).__name__}: {e})") from None
     if pickled:
         arr = if_pickled(path)
     if not isinstance(arr, np.ndarray):  # an .npz archive
+        if hasattr(arr, "close"):
+            arr.close()
         raise DataFormatError(path, "expected a .npy array, found an .npz archive")
     return arr
 

@@ -28,19 +28,28 @@ def plot_coverage(caches: Mapping[str, object]):
     return fig
 
 
-def plot_probe(probe: Mapping[str, Mapping[str, float]], encoder_name: str):
-    """Bars: linear-probe accuracy next to the majority-class baseline, per attribute
-    (``{attribute: linear_probe(...) result}``)."""
+def plot_probe(results: Mapping[str, Mapping[str, Mapping[str, float]]]):
+    """Grouped bars: linear-probe accuracy per attribute, one bar per encoder, and the
+    majority-class baseline as a black line over each group (``{encoder: {attribute:
+    linear_probe(...) result}}``, from :func:`~vixml_lib.images.probes.compare_probes`).
+    The bars are labelled with the accuracy in %."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    names = list(probe)
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [100 * probe[n]["accuracy"] for n in names], width=0.4, label="linear probe")
-    ax.bar(x + 0.2, [100 * probe[n]["majority_baseline"] for n in names], width=0.4, label="majority class")
-    ax.set_xticks(x, names)
-    ax.set(ylabel="accuracy (%)", title=f"What {encoder_name} vectors separate (labels)")
-    ax.legend()
+    encoders = list(results)
+    attributes = list(next(iter(results.values()))) if encoders else []
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.9 * len(attributes) * max(1, len(encoders))), 3.6))
+    x = np.arange(len(attributes))
+    width = 0.8 / max(1, len(encoders))
+    for i, enc in enumerate(encoders):
+        acc = [100 * results[enc][a]["accuracy"] for a in attributes]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), acc, width=width, label=enc)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    for j, a in enumerate(attributes):
+        base = 100 * results[encoders[0]][a]["majority_baseline"]
+        ax.hlines(base, j - 0.45, j + 0.45, colors="black", linewidth=1.5, label="majority class" if j == 0 else None)
+    ax.set_xticks(x, attributes)
+    ax.set(ylabel="held-out accuracy (%)", ylim=(0, 105), title="What the image vectors keep (linear probe)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     return fig
 
 

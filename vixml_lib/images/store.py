@@ -36,6 +36,8 @@ __all__ = [
     "ImageBin",
     "to_rgb",
     "check_image_index",
+    "count_lines",
+    "ImageIndexError",
 ]
 
 _CHUNK = 1 << 24  # 16 MiB per read when indexing a .bin file
@@ -132,8 +134,23 @@ def check_image_index(j, n: int, where: str) -> int:
         raise TypeError(f"image index must be an integer, got {j!r}")
     if k < 0 or k >= n:
         hint = " (-1 in an image map means 'no image')" if k == -1 else ""
-        raise IndexError(f"{where}: image index {k} out of range; there are {n} images (0..{n - 1}){hint}")
+        raise ImageIndexError(where, f"image index {k} out of range; there are {n} images (0..{n - 1}){hint}")
     return k
+
+
+class ImageIndexError(DataFormatError, IndexError):
+    """An image index past the end of an image store (an ``IndexError`` and the project's error)."""
+
+
+def count_lines(path: str | Path) -> int:
+    """Number of lines (images) of a ``.bin``, as :class:`ImageBin` counts them (a last line
+    without newline counts), reading the file in chunks."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
 
 
 def _line_index(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -215,27 +215,39 @@ def plot_embedding_map(proj: Projection, colour: np.ndarray | None = None, colou
 
 
 def embedding_map_plotly(proj: Projection, colour: np.ndarray | None = None, colour_name: str = "",
-                         max_categories: int = 12, title: str | None = None):
-    """Interactive plotly scatter of a :class:`Projection`, titles on hover."""
+                         max_categories: int = 12, title: str | None = None, height: int = 600):
+    """Interactive plotly scatter of a :class:`Projection`, titles on hover: labels as dots,
+    queries as crosses, axes titled as in :func:`plot_embedding_map`. Coloured, the legend
+    has one entry per colour (a click hides that colour's labels and queries; the legend
+    title names the symbols); uncoloured, one per kind of point. No fixed width: the
+    figure fills its container."""
     import plotly.graph_objects as go
 
     values, cats = _categories(colour, max_categories)
     pal = _palette(cats) if cats else {}
     fig = go.Figure()
-    for s, (symbol, name) in {"lbl": ("circle", "label"), "tst": ("x", "query")}.items():
+    kinds = {"lbl": ("circle", "label", "labels"), "tst": ("x", "query", "queries")}
+    in_legend: set[str] = set()
+    for s, (symbol, one, many) in kinds.items():
         for c in (cats or [None]):
             sel = (proj.split == s) & ((values == c) if c is not None else True)
             if not np.any(sel):
                 continue
             idx = np.flatnonzero(sel)
             extra = (lambda i: f"<br>{colour_name}: {values[i]}") if c is not None else (lambda i: "")
-            text = [f"{name} {proj.items[i]}: {proj.titles[i]}{extra(i)}" for i in idx]
+            text = [f"{one} {proj.items[i]}: {proj.titles[i]}{extra(i)}" for i in idx]
+            group = str(c) if c is not None else s
             fig.add_trace(go.Scattergl(
-                x=proj.xy[idx, 0], y=proj.xy[idx, 1], mode="markers", name=f"{name}s" + (f" · {c}" if c else ""),
-                legendgroup=str(c), hovertext=text, hoverinfo="text",
+                x=proj.xy[idx, 0], y=proj.xy[idx, 1], mode="markers", name=str(c) if c is not None else many,
+                legendgroup=group, showlegend=group not in in_legend, hovertext=text, hoverinfo="text",
                 marker=dict(symbol=symbol, size=5 if s == "lbl" else 7, opacity=0.7,
                             color=pal.get(c, "#1f77b4" if s == "lbl" else "#d62728"))))
+            in_legend.add(group)
+    legend_title = f"{colour_name}<br>\u25cf labels, \u2715 queries" if cats else ""
     fig.update_layout(title=title or f"Embedding map ({proj.method}, {len(proj.items)} points)"
                       + (f", coloured by {colour_name}" if colour_name else ""),
-                      width=850, height=620, template="plotly_white", legend=dict(font=dict(size=10)))
+                      xaxis_title=_axis_label(proj, 0), yaxis_title=_axis_label(proj, 1), autosize=True,
+                      height=height, template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
+                      legend=dict(font=dict(size=10), itemsizing="constant", tracegroupgap=0,
+                                  title=dict(text=legend_title, font=dict(size=11))))
     return fig

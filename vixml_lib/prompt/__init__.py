@@ -16,9 +16,10 @@ from .templates import (
     get_template,
     make_template,
     tokenizer_uses_bos,
+    without_images,
 )
 
 __all__ = [
     "SEGMENT_KINDS", "KIND_CODES", "PAD_KIND", "IMAGE_TOKEN_ID", "PromptTemplate", "TEMPLATES", "get_template",
-    "make_template", "AssembledBatch", "PromptAssembler", "tokenizer_uses_bos",
+    "make_template", "without_images", "AssembledBatch", "PromptAssembler", "tokenizer_uses_bos",
 ]

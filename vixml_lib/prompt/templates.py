@@ -20,7 +20,8 @@ Named templates (:data:`TEMPLATES`, :func:`get_template`):
 - ``encoder``: ``images + [CLS] + title + [SEP]`` (images first, empty prompt, as the
   authors do for BERT-like encoders);
 - ``text_image``: ``[BOS] + text_prefix + title + image_prefix + images + EOS`` (the paper's);
-- ``image_text``: ``[BOS] + image_prefix + images + text_prefix + title + EOS``;
+- ``image_text``: ``[BOS] + image_prefix + images + text_prefix + title + EOS``, worded as the
+  authors do when the image comes first: "This product image" <img> "and its text" <title>;
 - ``image_after_prefix``: ``[BOS] + text_prefix + images + title + EOS``;
 - ``text_only``: ``[BOS] + text_prefix + title + EOS``.
 
@@ -120,6 +121,9 @@ class PromptTemplate:
 
 
 _ORDERS = ("text_image", "image_text", "image_after_prefix", "text_only")
+#: the authors' prefixes for the image-first order (their main.py defaults)
+IMAGE_FIRST_IMAGE_PREFIX = "This product image"
+IMAGE_FIRST_TEXT_PREFIX = "and its text"
 
 
 def make_template(
@@ -156,6 +160,9 @@ def make_template(
         text_prefix = kind == "decoder"
     if image_prefix is None:
         image_prefix = kind == "decoder" and order != "image_after_prefix"
+    if order == "image_text" and kind == "decoder" and images:  # the authors' wording, image first (main.py)
+        fields.setdefault("text_prefix", IMAGE_FIRST_TEXT_PREFIX)
+        fields.setdefault("image_prefix", IMAGE_FIRST_IMAGE_PREFIX)
     if isinstance(text_prefix, str):
         fields["text_prefix"] = text_prefix
     if isinstance(image_prefix, str):
@@ -191,6 +198,13 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "image_after_prefix": make_template("image_after_prefix", name="image_after_prefix"),
     "text_only": make_template("text_only", name="text_only"),
 }
+
+
+def without_images(template: PromptTemplate) -> PromptTemplate:
+    """The same template without its image segments (``images``, ``image_prefix``): what the
+    backbone reads under late fusion."""
+    segments = tuple(s for s in template.segments if s not in ("images", "image_prefix"))
+    return dataclasses.replace(template, segments=segments, name=f"{template.name}-text")
 
 
 def get_template(name: str | PromptTemplate | Mapping, **overrides) -> PromptTemplate:

@@ -30,7 +30,7 @@ class ItemSample:
 
 
 def load_items(data_dir: str | Path, model, *, split: str = "lbl", n_items: int = 32, seed: int = 0,
-               vision_encoder: str = "offline-random-siglip", max_len: int = 32, require_image: bool = True,
+               vision_encoder: str = "offline-efficientnet-lite0-64", max_len: int = 32, require_image: bool = True,
                encoding: str = "utf-8") -> ItemSample:
     """Sample ``n_items`` items of ``split`` (seeded; only items with at least one image when
     ``require_image`` and the model uses images) and read their title tokens (the token

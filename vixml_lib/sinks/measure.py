@@ -3,11 +3,15 @@
 :class:`SinkMeasurement` with its per-layer / per-head summaries.
 
 The measures themselves (pure tensor functions and their definitions) are in
-:mod:`vixml_lib.sinks.metrics`; the placements and the eager-attention model in
-:mod:`vixml_lib.sinks.placements`.
+:mod:`vixml_lib.sinks.metrics` (attention mass, receivers, norms) and
+:mod:`vixml_lib.sinks.scores` (the literature's: sink scores, massive activations, key and
+value norms); the placements and the eager-attention model in
+:mod:`vixml_lib.sinks.placements`; the key / value hooks in :mod:`vixml_lib.sinks.capture`.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from ..prompt import PAD_KIND, PromptTemplate
+from .capture import capture_projections, kv_heads, projection_modules
 from .metrics import (
     KIND_NAMES,
     TARGETS,
@@ -33,6 +38,18 @@ from .placements import (
     require_eager,
     same_template,
 )
+from .scores import (
+    SINK_TARGETS,
+    massive_activations,
+    norms_by_kind,
+    position0_ratio,
+    projection_norms,
+    sink_positions,
+    sink_scores,
+    sink_share,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +61,14 @@ class SinkMeasurement:
     hidden-state norms (NaN at padding); ``kinds`` / ``token_ids`` [N, T] (``PAD_KIND`` /
     ``-2`` at padding); ``lengths`` [N]. Positions are right-packed (item ``i`` occupies
     ``0 .. lengths[i]-1``).
+
+    The literature's measures (:mod:`vixml_lib.sinks.scores`): ``scores[target]`` [N,
+    layers, heads] sink scores of the keys :data:`~vixml_lib.sinks.scores.SINK_TARGETS`
+    (NaN where an item has none), computed over ``meta["queries"]`` (``later`` for
+    decoders, ``all`` for encoders); ``massive`` ``top`` / ``position`` / ``channel`` [N,
+    layers + 1, 3] and ``median`` [N, layers + 1] of the hidden states; ``key_norms`` /
+    ``value_norms`` [N, layers, T] (NaN at padding; ``None`` for a backbone whose
+    projections :func:`~vixml_lib.sinks.capture.projection_modules` does not know).
     """
 
     model_name: str
@@ -56,6 +81,10 @@ class SinkMeasurement:
     token_ids: np.ndarray
     lengths: np.ndarray
     meta: dict = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    massive: dict[str, np.ndarray] = field(default_factory=dict)
+    key_norms: np.ndarray | None = None
+    value_norms: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -100,33 +129,37 @@ class SinkMeasurement:
         name = KIND_NAMES.get(int(codes[counts.argmax()]), "pad")
         return name if len(codes) == 1 else f"{name} {counts.max()}/{self.n_items}"
 
-    def norms_by_kind(self) -> dict[str, np.ndarray]:
-        """Mean hidden-state norm per layer ([layers + 1]) of ``position 0`` and of the other
-        positions by segment kind (``title``, ``images``, ``eos`` ...)."""
-        out = {"position 0": np.nanmean(self.norms[:, :, 0], 0)}
-        rest = self.kinds.copy()
-        rest[:, 0] = PAD_KIND
-        for code in np.unique(rest):
-            if code == PAD_KIND:
-                continue
-            sel = rest == code  # [N, T]
-            vals = np.where(sel[:, None, :], self.norms, np.nan)
-            out[KIND_NAMES[int(code)]] = np.nanmean(vals, axis=(0, 2))
-        return out
+    def norms_by_kind(self, which: str = "hidden") -> dict[str, np.ndarray]:
+        """Mean norm per layer of ``position 0`` and of the other positions by segment kind
+        (``title``, ``images``, ``eos`` ...): ``which`` = ``hidden`` ([layers + 1]),
+        ``key`` or ``value`` ([layers])."""
+        return norms_by_kind(self._norms(which), self.kinds)
 
-    def position0_norm_ratio(self) -> np.ndarray:
-        """[layers + 1]: per item, norm at position 0 / mean norm of the other real
-        positions, averaged over items (a sink carries an outsized norm: ratio >> 1)."""
-        others = np.nanmean(self.norms[:, :, 1:], axis=-1)
-        return np.nanmean(self.norms[:, :, 0] / others, axis=0)
+    def position0_norm_ratio(self, which: str = "hidden") -> np.ndarray:
+        """Per layer: per item, norm at position 0 / mean norm of the other real positions,
+        averaged over items (a sink carries an outsized hidden norm: ratio >> 1)."""
+        return position0_ratio(self._norms(which))
+
+    def _norms(self, which: str) -> np.ndarray:
+        norms = {"hidden": self.norms, "key": self.key_norms, "value": self.value_norms}.get(which, "?")
+        if isinstance(norms, str):
+            raise ValueError(f"which must be hidden, key or value, not {which!r}")
+        if norms is None:
+            raise ValueError(f"{self.model_name}: no {which} norms were captured for this backbone")
+        return norms
+
+    def sink_share(self, target: str = "pos0", epsilon: float = 0.3) -> float:
+        """Gu et al.'s share of (layer, head) pairs whose mean sink score on ``target``
+        (:data:`~vixml_lib.sinks.scores.SINK_TARGETS`) exceeds ``epsilon``."""
+        return sink_share(self.scores[target], epsilon)
 
 
 # --------------------------------------------------------------------------- one forward pass
 
 
-def _batch_measurements(out) -> dict[str, torch.Tensor]:
+def _batch_measurements(out, queries: str, projections=None, n_kv: int = 1) -> dict[str, torch.Tensor]:
     """Every measurement of one forward pass (an ``EncoderOutput`` with attentions and
-    hidden states), per item."""
+    hidden states, and the key / value ``projections`` captured), per item."""
     b = out.batch
     real = b.attention_mask.bool()
     attn = torch.stack([a.float() for a in out.attentions], 1)  # [B, layers, heads, T, T]
@@ -134,6 +167,14 @@ def _batch_measurements(out) -> dict[str, torch.Tensor]:
     found = {name: attention_mass(attn, k, real) for name, k in targets.items()}
     found["received"] = received_share(attn, real).mean(2)  # head-averaged
     found["norms"] = hidden_norms(out.hidden_states, real)
+    for name, key in sink_positions(b.kinds).items():
+        found[f"score:{name}"] = sink_scores(attn, key, real, queries)
+    hidden = torch.stack([h.float() for h in out.hidden_states], 1)  # [B, layers + 1, T, D]
+    for name, v in massive_activations(hidden, real).items():
+        found[f"massive:{name}"] = v
+    if projections is not None:
+        found["key_norms"] = torch.stack([projection_norms(k, n_kv, real) for k in projections.keys], 1)
+        found["value_norms"] = torch.stack([projection_norms(v, n_kv, real) for v in projections.values], 1)
     found["kinds"] = b.kinds
     found["ids"] = torch.where(real, b.token_ids, torch.full_like(b.token_ids, -2))
     found["lengths"] = b.lengths
@@ -163,15 +204,28 @@ def _length_order(inputs: Mapping[str, Any]) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
+def _knows_projections(model) -> bool:
+    try:
+        projection_modules(model)
+    except ValueError as e:
+        log.warning("%s: key / value norms not measured", e)
+        return False
+    return True
+
+
 def _measure_batches(model, inputs: Mapping[str, Any], order: np.ndarray, batch_size: int) -> dict[str, list]:
     """The per-item measurements of the items ``order`` by batches: name -> list of CPU tensors."""
     chunks: dict[str, list] = {}
-    for s in range(0, len(order), batch_size):
-        rows = torch.from_numpy(order[s:s + batch_size])
-        part = {k: (torch.as_tensor(v)[rows] if v is not None else None) for k, v in inputs.items()}
-        out = forward_with_attentions(model, part, hidden_states=True)
-        for k, v in _batch_measurements(out).items():
-            chunks.setdefault(k, []).append(v.cpu())
+    queries = "all" if getattr(model, "kind", "decoder") == "encoder" else "later"
+    capture = capture_projections(model) if _knows_projections(model) else contextlib.nullcontext()
+    with capture as projections:
+        for s in range(0, len(order), batch_size):
+            rows = torch.from_numpy(order[s:s + batch_size])
+            part = {k: (torch.as_tensor(v)[rows] if v is not None else None) for k, v in inputs.items()}
+            out = forward_with_attentions(model, part, hidden_states=True)
+            for k, v in _batch_measurements(out, queries, projections, kv_heads(model)).items():
+                chunks.setdefault(k, []).append(v.cpu())
+    chunks["queries"] = queries
     return chunks
 
 
@@ -192,7 +246,8 @@ def measure(model, inputs: Mapping[str, Any], template: PromptTemplate | str | M
     back = np.argsort(order)  # to the order of `inputs`
     T = max(c.shape[-1] for c in chunks["kinds"])
     padded = {k: _to_numpy_padded(chunks[k], T, fill)[back]
-              for k, fill in (("received", 0.0), ("norms", float("nan")), ("kinds", PAD_KIND), ("ids", -2))}
+              for k, fill in (("received", 0.0), ("norms", float("nan")), ("kinds", PAD_KIND), ("ids", -2),
+                              ("key_norms", float("nan")), ("value_norms", float("nan"))) if k in chunks}
     return SinkMeasurement(
         model_name=model_name,
         placement=label,
@@ -203,7 +258,11 @@ def measure(model, inputs: Mapping[str, Any], template: PromptTemplate | str | M
         kinds=padded["kinds"],
         token_ids=padded["ids"],
         lengths=torch.cat(chunks["lengths"]).numpy()[back],
-        meta={"segments": list(tmpl.segments)},
+        meta={"segments": list(tmpl.segments), "queries": chunks["queries"]},
+        scores={t: torch.cat(chunks[f"score:{t}"]).numpy()[back] for t in SINK_TARGETS},
+        massive={k: torch.cat(chunks[f"massive:{k}"]).numpy()[back] for k in ("top", "position", "channel", "median")},
+        key_norms=padded.get("key_norms"),
+        value_norms=padded.get("value_norms"),
     )
 
 

@@ -84,6 +84,13 @@ def create_analysis_model(name_or_config: Any, *, vision_dim: int | None = None,
     return create_model(name_or_config, **overrides).to(device).eval()
 
 
+def untrained_like(model, device: str | torch.device | None = None):
+    """The model ``model`` started from: the same saved config (backbone, layers, template,
+    LoRA settings) with fresh adapters (LoRA starts as the identity, so the backbone is the
+    pretrained one) and a freshly initialised image projection; eager attention."""
+    return create_analysis_model(model.resolved_config(), device=device or model.device)
+
+
 def forward_with_attentions(model, inputs: Mapping[str, Any], *, hidden_states: bool = False):
     """``model.forward_details`` on ``inputs`` with the attention maps (and the hidden states
     when ``hidden_states``); ``ValueError`` when the backbone returns none."""

@@ -111,3 +111,116 @@ def plot_hidden_norms(measurements: Sequence[SinkMeasurement], model_name: str |
     fig.suptitle(f"{model_name}: hidden-state norms by segment (mean over items)")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- the literature's measures
+
+
+def plot_sink_share(measurements: Sequence[SinkMeasurement], epsilon: float = 0.3,
+                    targets: Sequence[str] = ("pos0", "first_image", "first_text")):
+    """Gu et al.'s sink share (percent of layer x head pairs with a mean sink score above
+    ``epsilon``) per (model, placement), one group of bars per key target."""
+    import matplotlib.pyplot as plt
+
+    labels = [f"{m.model_name}\n{m.placement}" for m in measurements]
+    x = np.arange(len(measurements))
+    width = 0.8 / len(targets)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(measurements) + 2), 3.6))
+    for j, t in enumerate(targets):
+        vals = [100 * m.sink_share(t, epsilon) for m in measurements]
+        ax.bar(x + (j - (len(targets) - 1) / 2) * width, np.nan_to_num(vals), width, label=t)
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel=f"heads with sink score > {epsilon:g} (%)", ylim=(0, 100))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(f"sink share (Gu et al. 2024, ε = {epsilon:g}); position 0 kind in the tables", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_massive_activations(measurements: Sequence[SinkMeasurement], model_name: str | None = None):
+    """Sun et al.'s figure: per hidden state, the top-1, top-2, top-3 and median ``|h|``
+    (mean over items, log scale), one panel per placement of one model; the top-1 marker is
+    filled where an image carries it in most items."""
+    import matplotlib.pyplot as plt
+
+    from .literature import massive_carriers
+
+    model_name = model_name or measurements[0].model_name
+    ms = [m for m in measurements if m.model_name == model_name]
+    fig, axes = plt.subplots(1, len(ms), figsize=(3.2 * len(ms), 3.3), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], ms):
+        top, med = m.massive["top"].mean(0), m.massive["median"].mean(0)  # [S, 3], [S]
+        x = np.arange(len(med))
+        for j, style in enumerate(("-o", "--", ":")):
+            ax.plot(x, top[:, j], style, lw=1.4, ms=4, mfc="none", label=f"top {j + 1}")
+        image = np.isin(massive_carriers(m), ("image at 0", "image")).mean(0) > 0.5
+        ax.plot(x[image], top[image, 0], "o", color="crimson", ms=5, label="top 1 on an image")
+        ax.plot(x, med, color="grey", lw=1.2, label="median")
+        ax.set(title=f"{m.placement}\n(pos 0: {m.position0_kind()})", xlabel="hidden state (0 = embeddings)",
+               yscale="log")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("|activation|")
+    _figure_legend(fig, axes[0])
+    fig.suptitle(f"{model_name}: massive activations (Sun et al. 2024; mean over items)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_kv_norms(measurements: Sequence[SinkMeasurement], model_name: str | None = None):
+    """Hidden, key and value norms per layer (rows) of position 0 and of the other
+    positions by segment (mean over items, log scale), one column per placement of one
+    model. A sink in the literature: large hidden norm, small value norm."""
+    import matplotlib.pyplot as plt
+
+    model_name = model_name or measurements[0].model_name
+    ms = [m for m in measurements if m.model_name == model_name]
+    which = ["hidden"] + [w for w in ("key", "value") if getattr(ms[0], f"{w}_norms") is not None]
+    cmap = plt.get_cmap("tab10")
+    colour = {name: cmap(i) for i, name in enumerate(["position 0", *SEGMENT_KINDS])}
+    fig, axes = plt.subplots(len(which), len(ms), figsize=(3.2 * len(ms), 2.6 * len(which)), sharey="row",
+                             squeeze=False)
+    for r, w in enumerate(which):
+        for ax, m in zip(axes[r], ms):
+            by_kind = m.norms_by_kind(w)
+            start = 0 if w == "hidden" else 1  # key / value of layer 1 .. L
+            for name, values in by_kind.items():
+                ax.plot(np.arange(start, start + len(values)), values, color=colour[name],
+                        lw=2.4 if name == "position 0" else 1.2,
+                        label="position 0" if name == "position 0" else f"other {name}")
+            ax.set(yscale="log")
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(f"{m.placement}\n(pos 0: {m.position0_kind()})", fontsize=9)
+            if r == len(which) - 1:
+                ax.set_xlabel("layer (hidden: 0 = embeddings)")
+        axes[r][0].set_ylabel(f"{w} norm")
+    _figure_legend(fig, axes.ravel())
+    fig.suptitle(f"{model_name}: hidden-state, key and value norms by segment (mean over items)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_intervention_effects(rows: Sequence[dict], metric: str = "P@1"):
+    """The change of ``metric`` per (model, intervention) row of
+    :func:`~vixml_lib.sinks.effects.intervention_rows`, with its 95 % paired bootstrap
+    interval (points left of 0: the intervention hurts retrieval)."""
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("no intervention rows to plot")
+    labels = [f"{r['model']}: {r['intervention']} ({r['template used']})" for r in rows]
+    d = np.array([r[f"Δ{metric}"] for r in rows])
+    lo = d - np.array([r[f"Δ{metric} 95% low"] for r in rows])
+    hi = np.array([r[f"Δ{metric} 95% high"] for r in rows]) - d
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(rows) + 1.4))
+    ax.errorbar(d, y, xerr=[lo, hi], fmt="o", color="tab:blue", ecolor="grey", capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set(xlabel=f"Δ{metric} (after − before, points; 95 % paired bootstrap)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"retrieval under interventions at inference: change of {metric}", fontsize=9)
+    fig.tight_layout()
+    return fig

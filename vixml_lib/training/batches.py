@@ -35,6 +35,17 @@ def batch_targets(Y: sp.csr_matrix, queries: np.ndarray, labels: np.ndarray) -> 
     return torch.from_numpy(sub.toarray() > 0)
 
 
+def loss_positives(target: torch.Tensor, fixed: bool, rng: np.random.Generator) -> torch.Tensor:
+    """``[B]`` the column of each row of ``target`` [B, N] that the loss uses as its positive:
+    the diagonal (the query's own label, ``fixed``) or one drawn uniformly over the row's
+    positives (the authors' ``--no-fixed_pos``)."""
+    b = target.shape[0]
+    if fixed:
+        return torch.arange(b, device=target.device)
+    t = sp.csr_matrix(target.detach().cpu().numpy())
+    return torch.from_numpy(sample_positive_labels(t, np.arange(b), rng)).to(target.device)
+
+
 def epoch_batches(batch_size: int, max_steps: int | None, schedule: ClusterSchedule, epoch: int,
                   train_rows: np.ndarray, clusters: list[np.ndarray] | None,
                   rng: np.random.Generator) -> list[np.ndarray]:

@@ -13,8 +13,9 @@ from ..runs import CheckpointFolder
 
 
 def save_checkpoint(ckpt: CheckpointFolder, model: DualEncoder, optimizer, scheduler, state: dict,
-                    clusters: list[np.ndarray] | None) -> None:
-    """Model (trainable weights), optimizer, scheduler, loop state and the cluster assignment."""
+                    clusters: list[np.ndarray] | None, extra=None) -> None:
+    """Model (trainable weights), optimizer, scheduler, loop state and the cluster assignment;
+    ``extra(tmp)`` writes more into the temporary checkpoint folder (PRIME's head) before the swap."""
     tmp = ckpt.at(ckpt.tmp)
     shutil.rmtree(tmp.path, ignore_errors=True)
     tmp.path.mkdir(parents=True)
@@ -24,6 +25,8 @@ def save_checkpoint(ckpt: CheckpointFolder, model: DualEncoder, optimizer, sched
     if clusters is not None:
         np.savez(tmp.clusters, offsets=np.cumsum([0] + [len(c) for c in clusters]),
                  rows=np.concatenate(clusters) if clusters else np.zeros(0, np.int64))
+    if extra is not None:
+        extra(tmp)
     write_json(tmp.state, state)
     shutil.rmtree(ckpt.old, ignore_errors=True)
     if ckpt.path.exists():
