@@ -4,20 +4,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from notebook_data import make_notebook
 
 from vixml_lib.cli import main
 from vixml_lib.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_notebook(path, params_src, *cells):
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell(params_src)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import json
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
+from notebook_data import make_notebook
 
 from vixml_lib.cli import main
 
@@ -22,15 +22,6 @@ result = {'epochs': epochs, 'score': 10 * epochs}
 json.dump(result, open('train/result.json', 'w'))
 from vixml_lib.report import save_metrics
 save_metrics(run_dir, '02_training', result)"""
-
-
-def make_notebook(path: Path, params_src: str, *cells: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell(params_src)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from sink_data import tiny_inputs
 
 from vixml_lib import sinks
 from vixml_lib.models import create_model
@@ -23,15 +24,6 @@ IMG = KIND_CODES["images"]
 @pytest.fixture(scope="module")
 def tiny():
     return sinks.create_analysis_model(tiny_model_config("decoder", use_images=True))
-
-
-def tiny_inputs(B=4, L=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(8, 1000, (B, L), generator=g)
-    lens = torch.tensor([6, 2, 4, 5][:B])
-    vec = torch.randn(B, 3, 16, generator=g)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]][:B], dtype=torch.bool)
-    return {"title_ids": ids, "title_lens": lens, "image_vectors": vec, "image_mask": mask}
 
 
 def test_attention_shape(tiny):

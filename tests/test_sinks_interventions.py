@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sink_data import tiny_inputs
 
 from vixml_lib import sinks
 from vixml_lib.prompt import KIND_CODES, get_template
@@ -24,18 +25,6 @@ def tiny():
 @pytest.fixture(scope="module")
 def tiny_encoder():
     return sinks.create_analysis_model(tiny_model_config("encoder", use_images=True, template="encoder"))
-
-
-def tiny_inputs(B=4, L=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(8, 1000, (B, L), generator=g)
-    lens = torch.tensor([6, 2, 4, 5][:B])
-    vec = torch.randn(B, 3, 16, generator=g)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]][:B], dtype=torch.bool)
-    return {"title_ids": ids, "title_lens": lens, "image_vectors": vec, "image_mask": mask}
-
-
-# --------------------------------------------------------------------------- masks
 
 
 def test_intervention_mask_keeps_rows_normalised_and_drops_the_key():
