@@ -37,6 +37,11 @@ Each size runs in its own process (so one size's memory cannot inflate the other
 parent prints, per stage, how time and memory grow between the sizes against the size
 ratio (exponent 1 = linear; stages that grow faster are flagged, exact search excepted).
 
+Threads: on the CPU the default is ONE torch and BLAS thread. On a 2-core machine that
+other jobs load, two OpenMP threads wait on each other at every parallel region: encoding
+labels ran at ~3,500 items/s with 2 threads against ~23,000 with 1 while another process
+used one core, which made the stage look super-linear. ``--threads 0`` keeps the defaults.
+
 Usage::
 
     nice .venv/bin/python benchmarks/bench_scale.py                        # 1/8 and 1/1 of 1.3M
@@ -330,8 +335,16 @@ def one_size(args) -> dict:
     """Every stage at one size (run in a child process); returns its figures."""
     import torch
 
+    if args.threads is None and not (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())):
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(args.threads, user_api="blas")
+        except ImportError:
+            pass
     lay = LAYOUTS[args.layout]
     frac = args.scale * args.one_size
     sizes = {"lbl": max(100, round(lay["labels"] * frac)), "trn": max(100, round(lay["trn"] * frac)),
@@ -427,7 +440,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-queries", type=int, default=10_000, help="test queries searched and scored")
     ap.add_argument("--encode-batch-size", type=int, default=1024)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and BLAS CPU threads (default on CPU: 1, see the module docstring; 0 = all)")
+    ap.add_argument("--progress", action="store_true", help="show the library's progress bars")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="OUT", default=None, help="also write every figure as JSON")
     ap.add_argument("--one-size", type=float, default=None, help=argparse.SUPPRESS)  # internal: the child
@@ -447,8 +462,9 @@ def main(argv=None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             result = f.name
         try:
+            env = dict(os.environ) if args.progress else {**os.environ, "TQDM_DISABLE": "1"}
             subprocess.run([sys.executable, __file__, *argv, "--one-size", str(size), "--result", result],
-                           check=True)
+                           check=True, env=env)
             results.append(json.loads(Path(result).read_text()))
         finally:
             os.unlink(result)

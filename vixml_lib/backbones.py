@@ -4,8 +4,9 @@ checkpointing, LoRA adapters).
 
 Names are resolved by :func:`vixml_lib.pretrained.resolve` (offline packages, hub names,
 folders) or are one of the random test backbones of :mod:`vixml_lib.testing`. De-quantising a
-GGUF file takes seconds, so GGUF backbones are kept in memory (:data:`CACHE_GGUF_WEIGHTS`)
-and rebuilt from the kept weights, with only the layers asked for.
+GGUF file takes half a minute, so GGUF backbones are de-quantised once into a disk cache
+(:mod:`vixml_lib.gguf_cache`) and, within a process, kept in memory
+(:data:`CACHE_GGUF_WEIGHTS`) and rebuilt from the kept weights, with only the layers asked for.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .pretrained import from_pretrained, load_tokenizer, resolve
+from . import gguf_cache
+from .pretrained import load_tokenizer, resolve
 from .testing import RANDOM_BACKBONES
 
 if TYPE_CHECKING:
@@ -112,7 +114,8 @@ def load_backbone(config: ModelConfig):
             model.load_state_dict(state, strict=True)
         else:
             # local cache first, the hub only when reachable: one line when the model is unavailable
-            model = from_pretrained(AutoModel.from_pretrained, src, dtype=dtype,
+            # (a GGUF file through its de-quantised copy on disk: seconds, not half a minute)
+            model = gguf_cache.load(AutoModel.from_pretrained, src, dtype=dtype,
                                     attn_implementation=config.attn_implementation,
                                     trust_remote_code=config.trust_remote_code)
             if src.gguf_file and CACHE_GGUF_WEIGHTS:

@@ -150,7 +150,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     """Load the tokenizer of a named backbone (see module docstring for names)."""
     from transformers import AutoTokenizer
 
-    return from_pretrained(AutoTokenizer.from_pretrained, resolve(name), trust_remote_code=trust_remote_code)
+    from . import gguf_cache  # GGUF tokenizers: parsed once, then read from the cache
+
+    return gguf_cache.load(AutoTokenizer.from_pretrained, resolve(name), trust_remote_code=trust_remote_code)
 
 
 SAVED_MODEL_FORMAT = "vixml-dual-encoder"
