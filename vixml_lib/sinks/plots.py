@@ -25,6 +25,14 @@ def _placement_colours(labels: Sequence[str]) -> dict[str, Any]:
     return {lab: cmap(i % 10) for i, lab in enumerate(order)}
 
 
+def _by_hidden_state(ax, m) -> None:
+    """One placement's panel over hidden states (0 = embeddings), log scale."""
+    ax.set(title=f"{m.placement}\n(pos 0: {m.position0_kind()})", xlabel="hidden state (0 = embeddings)",
+           yscale="log")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+
+
 def _figure_legend(fig, axes) -> None:
     """One legend for the figure, with every label of its panels once, to the right."""
     handles = {}
@@ -102,10 +110,7 @@ def plot_hidden_norms(measurements: Sequence[SinkMeasurement], model_name: str |
         for name, values in m.norms_by_kind().items():
             ax.plot(np.arange(len(values)), values, color=colour[name], lw=2.4 if name == "position 0" else 1.2,
                     label="position 0" if name == "position 0" else f"other {name}")
-        ax.set(title=f"{m.placement}\n(pos 0: {m.position0_kind()})", xlabel="hidden state (0 = embeddings)",
-               yscale="log")
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
+        _by_hidden_state(ax, m)
     axes[0][0].set_ylabel("L2 norm")
     _figure_legend(fig, axes[0])
     fig.suptitle(f"{model_name}: hidden-state norms by segment (mean over items)")
@@ -157,10 +162,7 @@ def plot_massive_activations(measurements: Sequence[SinkMeasurement], model_name
         image = np.isin(massive_carriers(m), ("image at 0", "image")).mean(0) > 0.5
         ax.plot(x[image], top[image, 0], "o", color="crimson", ms=5, label="top 1 on an image")
         ax.plot(x, med, color="grey", lw=1.2, label="median")
-        ax.set(title=f"{m.placement}\n(pos 0: {m.position0_kind()})", xlabel="hidden state (0 = embeddings)",
-               yscale="log")
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
+        _by_hidden_state(ax, m)
     axes[0][0].set_ylabel("|activation|")
     _figure_legend(fig, axes[0])
     fig.suptitle(f"{model_name}: massive activations (Sun et al. 2024; mean over items)")
