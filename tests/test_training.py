@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -68,6 +70,41 @@ def test_clustered_batches_after_warmup_are_checkpointed(tiny_data, tmp_path):
     n_train_with_labels = int((np.diff(prepare_dataset(tiny_data).Y["trn"].indptr) > 0).sum())
     assert len(rows) == n_train_with_labels and len(np.unique(rows)) == len(rows)
     assert [h["epoch"] for h in summary["history"] if "P@1" in h] == [0, 2]
+
+
+def test_clustering_reads_float16_embeddings_from_a_file_in_the_run_folder(tiny_data, tmp_path, monkeypatch):
+    from vixml_lib.training import loop
+
+    seen, real = [], loop.balanced_clusters
+
+    def spy(emb, *args, **kwargs):
+        seen.append((type(emb), emb.dtype, getattr(emb, "filename", None)))
+        return real(emb, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "balanced_clusters", spy)
+    out = tmp_path / "disk"
+    cfg = tiny_config(tiny_data, out, cluster_warmup_epochs=1, cluster_size=8, epochs=2, eval_every=2,
+                      cluster_encode_dtype="float16", cluster_encode_to_disk=True)
+    summary = train(cfg, progress=False)
+    assert len(seen) == 1
+    kind, dtype, filename = seen[0]
+    assert issubclass(kind, np.memmap) and dtype == np.float16
+    assert Path(filename) == out / "cluster_embeddings_trn.npy"
+    assert not (out / "cluster_embeddings_trn.npy").exists()  # scratch, removed at the end
+    assert summary["final"]["P@1"] >= 0
+    # the file only moves the embeddings out of RAM: in float32 it gives the clusters of RAM
+    a = tiny_config(tiny_data, tmp_path / "ram", cluster_warmup_epochs=1, cluster_size=8, epochs=2, eval_every=2)
+    b = tiny_config(tiny_data, tmp_path / "file", cluster_warmup_epochs=1, cluster_size=8, epochs=2, eval_every=2,
+                    cluster_encode_to_disk=True)
+    assert history_without_seconds(train(a, progress=False)) == history_without_seconds(train(b, progress=False))
+
+
+def test_a_cluster_encode_dtype_other_than_float32_or_float16_is_refused(tiny_data, tmp_path):
+    from vixml_lib.errors import ConfigError
+    from vixml_lib.training import make_train_config
+
+    with pytest.raises(ConfigError, match="cluster_encode_dtype"):
+        make_train_config({"data_dir": str(tiny_data), "cluster_encode_dtype": "float64"})
 
 
 def test_evaluation_on_a_query_subset_keeps_rows_and_filters_aligned(tiny_data, tmp_path):

@@ -28,6 +28,8 @@ library spells these names):
     predictions_tst.npz      top-k scores, scipy sparse (queries x labels)
     items_tst.npy / items_lbl.npy   dataset row of each embedding row
     prime_clusters.npy       PRIME: the free vector of each label (method: prime)
+    cluster_embeddings_trn.npy   scratch while training with cluster_encode_to_disk: the training
+                             queries' embeddings clustering reads (removed when the run ends)
     error.txt                why the run failed (ablation cells)
 """
 from __future__ import annotations
@@ -148,6 +150,10 @@ class TrainFolder:
     @property
     def prime_clusters(self) -> Path:
         return self.path / "prime_clusters.npy"
+
+    @property
+    def cluster_embeddings(self) -> Path:
+        return self.path / "cluster_embeddings_trn.npy"
 
     @property
     def error(self) -> Path:

@@ -162,6 +162,7 @@ RULES: dict[str, str | tuple | Check] = {
     "TrainConfig.cluster_size": ">= 1",
     "TrainConfig.cluster_refresh_every": ">= 1",
     "TrainConfig.cluster_double_at": ">= 1",
+    "TrainConfig.cluster_encode_dtype": ("float32", "float16"),
     "TrainConfig.eval_every": ">= 1",
     "TrainConfig.eval_max_queries": ">= 1",
     "TrainConfig.eval_subset_queries": ">= 1",

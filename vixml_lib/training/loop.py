@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,13 +40,15 @@ from .setup import Setup, setup
 log = logging.getLogger(__name__)
 
 
-def encoder_of(s: Setup):
-    """``encode_split(split, rows)``: a split's rows (all when None) encoded in eval mode; with
+def encoder_of(s: Setup, dtype: str = "float32", path: Path | None = None):
+    """``encode_split(split, rows)``: a split's rows (all when None) encoded in eval mode, as
+    ``dtype``, into a memory-mapped file at ``path`` when given (one process only); with
     several ranks each encodes its share and the shares are gathered."""
     def encode_split(split: str, rows: np.ndarray | None) -> np.ndarray:
         inputs = s.data.splits[split]
         rows = np.arange(len(inputs)) if rows is None else np.asarray(rows)
-        mine = encode(s.model, inputs, s.config.encode_batch_size, rows=shard(rows, s.world), desc=f"encode {split}")
+        mine = encode(s.model, inputs, s.config.encode_batch_size, rows=shard(rows, s.world), desc=f"encode {split}",
+                      dtype=np.dtype(dtype), path=None if s.world.distributed else path)
         return gather_array(mine, s.world, len(rows))
     return encode_split
 
@@ -135,9 +138,12 @@ def checkpoint(s: Setup, state: dict, clusters) -> None:
 def refresh_clusters(s: Setup, epoch: int) -> list[np.ndarray]:
     """NGAME: cluster the training queries' current embeddings into balanced clusters (on the
     training device; every rank computes the same clusters from the same gathered embeddings)."""
-    emb = encoder_of(s)("trn", s.train_rows)
-    groups = balanced_clusters(emb, s.schedule.cluster_size_at(epoch), seed=s.config.seed + epoch, device=s.device)
-    return [s.train_rows[c] for c in groups]
+    c = s.config
+    on_disk = s.run.cluster_embeddings if c.cluster_encode_to_disk else None
+    emb = encoder_of(s, c.cluster_encode_dtype, on_disk)("trn", s.train_rows)  # read in blocks by the clustering
+    groups = balanced_clusters(emb, s.schedule.cluster_size_at(epoch), seed=c.seed + epoch, device=s.device)
+    del emb
+    return [s.train_rows[g] for g in groups]
 
 
 def train_step(s: Setup, rows: np.ndarray, rng: np.random.Generator) -> float:
@@ -239,6 +245,7 @@ def finish(s: Setup, state: dict, final_outputs: dict | None) -> dict:
             if s.prime is not None:
                 s.run.save_array(s.run.prime_clusters, s.prime.head.cluster_of.cpu().numpy())
     if s.world.main:
+        s.run.cluster_embeddings.unlink(missing_ok=True)  # scratch of cluster_encode_to_disk
         write_json(s.run.metrics, summary)
     barrier(s.world)
     return summary
