@@ -142,7 +142,6 @@ def refresh_clusters(s: Setup, epoch: int) -> list[np.ndarray]:
     on_disk = s.run.cluster_embeddings if c.cluster_encode_to_disk else None
     emb = encoder_of(s, c.cluster_encode_dtype, on_disk)("trn", s.train_rows)  # read in blocks by the clustering
     groups = balanced_clusters(emb, s.schedule.cluster_size_at(epoch), seed=c.seed + epoch, device=s.device)
-    del emb
     return [s.train_rows[g] for g in groups]
 
 
