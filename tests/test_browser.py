@@ -101,6 +101,12 @@ def lab(checkout):
     settings = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # start the notebook's kernel without asking; no autosave ("file changed on disk" dialogs)
+    for plugin, values in (("notebook-extension/tracker", {"autoStartDefaultKernel": True}),
+                           ("docmanager-extension/plugin", {"autosave": False})):
+        path = home / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     log = open(home.with_suffix(".log"), "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -120,7 +126,7 @@ def lab(checkout):
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"JupyterLab did not start; see {log.name}") from None
                 time.sleep(0.5)
-        yield base, token
+        yield base, token, Path(log.name)
     finally:
         proc.terminate()
         try:
@@ -143,6 +149,46 @@ STATE_JS = """() => {
           sliderMax: handle ? Number(handle.getAttribute('aria-valuemax')) : null,
           sliderNow: handle ? Number(handle.getAttribute('aria-valuenow')) : null};
 }"""
+
+
+DIALOGS_JS = "() => [...document.querySelectorAll('dialog.jp-Dialog')].map(d => d.innerText.trim())"
+
+
+def answer_dialogs(page, seen: list[str]) -> None:
+    """Answer JupyterLab's modal dialogs with their default button and note their text in ``seen``.
+
+    On a loaded machine the first kernel start can fail; JupyterLab then asks "Select Kernel"
+    with the notebook's kernel preselected, and its default button starts that kernel. A dialog
+    that hides a real problem (a dead kernel) leaves the cells unrun, and the test then fails
+    with every dialog it saw."""
+    for text in page.evaluate(DIALOGS_JS):
+        seen.append(text)
+        page.locator("dialog.jp-Dialog .jp-Dialog-button.jp-mod-accept").last.click()
+        page.wait_for_timeout(500)
+
+
+def run_all_cells(page, url: str, dialogs: list[str]) -> None:
+    """Open ``url`` in JupyterLab, wait for its kernel and run every cell from the Run menu."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    deadline = time.time() + 120
+    while not page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+        answer_dialogs(page, dialogs)
+        if time.time() > deadline:
+            raise PlaywrightTimeout("the notebook's kernel never became idle")
+        page.wait_for_timeout(300)
+    for _ in range(4):  # the menu may not react while JupyterLab is still settling
+        answer_dialogs(page, dialogs)
+        try:
+            page.get_by_role("menuitem", name="Run", exact=True).click(timeout=10_000)
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=10_000)
+            page.wait_for_selector(".jp-InputArea-prompt:text-matches('\\[(\\*|\\d+)\\]')", timeout=20_000)
+            return
+        except PlaywrightTimeout:  # not started (a dialog came, or the menu did not open): again
+            page.keyboard.press("Escape")
+    raise PlaywrightTimeout("Run All Cells never started the cells")
 
 
 def wait_for_state(page, check, timeout=90):
@@ -171,20 +217,19 @@ def agrees(state, item=None):
 def test_query_browser_in_jupyterlab_stays_in_sync(chromium, checkout, lab, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    base, token = lab
+    base, token, log = lab
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base}/lab/tree/notebooks/06_retrieval_inspection.ipynb?token={token}")
-    page.wait_for_selector(".jp-Notebook", timeout=90_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    for _ in range(3):  # the menu may not react while JupyterLab is still settling
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            page.wait_for_selector(".jp-InputArea-prompt:text-matches('\\[(\\*|\\d+)\\]')", timeout=20_000)
-            break
-        except PlaywrightTimeout:  # not started: try the menu again
-            page.keyboard.press("Escape")
-    page.wait_for_selector("img.vixml-query-figure", timeout=300_000)
+    dialogs: list[str] = []
+    try:
+        run_all_cells(page, f"{base}/lab/tree/notebooks/06_retrieval_inspection.ipynb?token={token}", dialogs)
+        page.wait_for_selector("img.vixml-query-figure", timeout=300_000)
+    except PlaywrightTimeout as e:
+        shot = tmp_path / "06_browser_timeout.png"
+        page.screenshot(path=str(shot))
+        keep_screenshot(shot)
+        lines = log.read_text(errors="replace").splitlines()[-40:]
+        pytest.fail(f"{str(e).splitlines()[0]}\ndialogs seen: {dialogs}\nscreenshot: {shot}\n"
+                    f"JupyterLab log ({log}), last lines:\n" + "\n".join(lines))
     first = wait_for_state(page, agrees)
     # the notebook found ../data and ../reports/tiny from notebooks/ and wrote to reports/interactive
     assert (checkout / "reports" / "interactive" / "figures" / "06_query_0.png").is_file()
