@@ -17,9 +17,20 @@ is one no-grad forward (eval mode) over a batch of items, reported as items/s.
 
 Timing, for ratios that hold from one run to the next: every configuration is built first
 (model, inputs, optimizer), then warmed up (``--warmup`` steps each, interleaved), then
-timed in ``--steps`` ROUNDS, each round running one step of every configuration in a
+timed in ``--steps`` ROUNDS, each round timing one sample of every configuration in a
 rotating order, so one-time costs (allocator growth, thread pools, kernel selection) never
-land in a timed step and a machine whose load drifts slows every configuration alike.
+land in a timed step and a machine whose load drifts slows every configuration alike. A
+sample repeats the step until it lasts ``--min-sample`` seconds (2; the count is sized on
+the last warm-up step, like ``timeit``'s autorange), so that a short step is not timed alone.
+
+Run-to-run agreement, three runs of the default (MiniLM-L6, batch 16, one thread; 2-core
+AMD EPYC family 25, idle): ratios to text-only of 1.11 / 1.07 / 1.10 (ViXML training step),
+44.1 / 45.2 / 46.6 (VLM-256 training step), 0.88 / 0.90 / 0.86 (ViXML inference
+throughput): every ratio within 6 %, while the absolute text-only step moved by 11 %
+(684 / 638 / 617 ms). The tiny random backbone is a smoke check, not a reference for
+ratios: its ~12 ms steps are mostly per-operator overhead, its text-only time moved by 25 %
+from one process to the next and its VLM/text ratio by 16 % (74.7 / 85.4 / 73.6), with
+0.5 s or 2 s samples alike.
 On the CPU the default is ONE torch thread: with two threads on a machine that other jobs
 load, every parallel region waits for a descheduled thread (on a shared 2-core EPYC a MiniLM
 step took 8.1 s [4.5-9.7] with 2 threads, 2.3 s [2.1-2.4] with 1); ``--threads N`` for more.
@@ -50,10 +61,11 @@ and ~3.5x memory (a MiniLM VLM-style step at batch 8: 11.8 GB instead of 3.4 GB)
 default the script therefore sets attention dropout to 0 in EVERY configuration (like for
 like; decoder LLMs have none anyway); ``--attention-dropout`` keeps the model's value.
 
-CPU memory of the VLM-style training step (attention dropout off): MiniLM ~0.37 GB per
-item (~12 GB at batch 32); SmolLM2-135M (no gradient checkpointing in its preset)
-~3.5 GB per item (8.7 GB peak at batch 2), hence its small CPU default batch. Use
-``--configs text-only,vixml`` to skip it.
+CPU cost of the VLM-style training step (attention dropout off, one thread): MiniLM ~0.37 GB
+per item; at its CPU default batch of 16 a step takes ~29 s and the whole script ~6 min with
+a peak RSS of 7.6 GB (batch 32: 87 s per step, ~12 GB); SmolLM2-135M (no gradient
+checkpointing in its preset) ~3.5 GB per item (8.7 GB peak at batch 2), hence its small CPU
+default batch. Use ``--configs text-only,vixml`` to skip it.
 
 Usage::
 
@@ -96,7 +108,7 @@ BACKBONES = {
     "tiny-decoder": lambda: tiny_model_config("decoder"),  # random tiny Llama + LoRA
 }
 #: (batch size, warm-up steps, timed steps) when not given
-CPU_DEFAULTS = {"minilm": (32, 2, 7), "smollm2": (4, 2, 7), "tiny": (32, 5, 21), "tiny-decoder": (32, 5, 21)}
+CPU_DEFAULTS = {"minilm": (16, 3, 5), "smollm2": (4, 3, 5), "tiny": (32, 5, 11), "tiny-decoder": (32, 5, 11)}
 CUDA_DEFAULTS = (256, 5, 21)
 
 
@@ -235,36 +247,49 @@ class Config:
         self.opt = None
 
 
-def interleaved(configs: list[Config], phase: str, warmup: int, steps: int, device) -> dict[str, list | str]:
-    """Seconds per step of every configuration: ``warmup`` untimed steps each, then
-    ``steps`` rounds of one timed step each, the order rotating every round. A
-    configuration that runs out of GPU memory is dropped and reported as ``"OOM"``."""
+def interleaved(configs: list[Config], phase: str, warmup: int, steps: int, device,
+                min_sample: float = 0.0) -> tuple[dict[str, list | str], dict[str, int]]:
+    """Seconds per step of every configuration, and the repetitions per timed sample.
+
+    ``warmup`` untimed steps each, then ``steps`` rounds of one timed SAMPLE each, the order
+    rotating every round. A sample runs the step ``reps`` times back to back, ``reps``
+    chosen from the last warm-up step so that a sample lasts at least ``min_sample`` seconds
+    (as ``timeit``'s autorange does): a 10 ms step timed alone is mostly noise (timer,
+    caches refilled after a neighbour's 1 s step), and the ratio of a 1 s step to it
+    wandered by 16 % from one run to the next. A configuration that runs out of GPU memory
+    is dropped and reported as ``"OOM"``."""
     times: dict[str, list | str] = {c.name: [] for c in configs}
+    reps = {c.name: 1 for c in configs}
     dropped: set[str] = set()
 
-    def step(c: Config, timed: bool) -> None:
+    def run(c: Config, n: int) -> float | None:
         if c.name in dropped:
-            return
+            return None
         t0 = time.perf_counter()
         try:
-            getattr(c, f"{phase}_step")()
+            for _ in range(n):
+                getattr(c, f"{phase}_step")()
             _sync(device)
         except torch.OutOfMemoryError:
             times[c.name] = "OOM"
             dropped.add(c.name)
             c.model.zero_grad(set_to_none=True)
             _free(device)
-            return
-        if timed:
-            times[c.name].append(time.perf_counter() - t0)
+            return None
+        return (time.perf_counter() - t0) / n
 
-    for _ in range(warmup):
+    for w in range(warmup):
         for c in configs:
-            step(c, timed=False)
+            t = run(c, 1)
+            if t is not None and w == warmup - 1 and min_sample > 0:
+                reps[c.name] = max(1, math.ceil(min_sample / max(t, 1e-6)))
     for r in range(steps):
         for j in range(len(configs)):
-            step(configs[(r + j) % len(configs)], timed=True)
-    return times
+            c = configs[(r + j) % len(configs)]
+            t = run(c, reps[c.name])
+            if t is not None:
+                times[c.name].append(t)
+    return times, reps
 
 
 def summary(times: dict[str, list | str], ref: str = "text-only", per_item: int | None = None) -> dict[str, dict]:
@@ -349,11 +374,12 @@ def print_table(results: dict, cuda: bool) -> None:
           f"of the per-round ratios)")
 
 
-def _phase(configs: list[Config], phase: str, args, device) -> tuple[dict, dict]:
-    """``(times, peaks)`` of one phase: interleaved rounds, and each configuration's peak GPU
-    memory over one extra step (every model resident)."""
-    peaks = {}
-    for c in configs:
+def _phase(configs: list[Config], phase: str, args, device) -> tuple[dict, dict, dict]:
+    """``(times, reps, peaks)`` of one phase: interleaved rounds, the steps per timed sample,
+    and each configuration's peak GPU memory over one extra step (every model resident; on
+    CUDA only, where it is measured)."""
+    peaks: dict[str, float | None] = {c.name: None for c in configs}
+    for c in configs if device.type == "cuda" else ():
         _reset_peak(device)
         try:
             getattr(c, f"{phase}_step")()
@@ -361,7 +387,8 @@ def _phase(configs: list[Config], phase: str, args, device) -> tuple[dict, dict]
         except torch.OutOfMemoryError:
             pass
         peaks[c.name] = _peak_gib(device)
-    return interleaved(configs, phase, args.warmup, args.steps, device), peaks
+    times, reps = interleaved(configs, phase, args.warmup, args.steps, device, args.min_sample)
+    return times, reps, peaks
 
 
 def main(argv=None) -> int:
@@ -372,8 +399,11 @@ def main(argv=None) -> int:
                     help="items per batch, queries and labels each (default: 256 on CUDA; "
                          "on CPU 32, 4 for smollm2)")
     ap.add_argument("--steps", type=int, default=None,
-                    help="timed rounds, one step of every configuration each (default: by device and backbone)")
+                    help="timed rounds, one sample of every configuration each (default: by device and backbone)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps of every configuration first")
+    ap.add_argument("--min-sample", type=float, default=2.0, metavar="SECONDS",
+                    help="a timed sample repeats a step until it lasts at least this long (default 2; 0 = one "
+                         "step per sample); needs --warmup >= 1 to size it")
     ap.add_argument("--title-len", type=int, default=16, help="mean title length in tokens")
     ap.add_argument("--image-mix", default="0.1,0.2,0.3,0.4",
                     help="probabilities of 0, 1, 2, 3 images per item")
@@ -416,7 +446,7 @@ def main(argv=None) -> int:
     del probe
     print(f"# batch {args.batch_size} queries + {args.batch_size} labels, title ~{args.title_len} "
           f"tokens, image mix P(0..3)={mix}, vision_dim {vision_dim}, warm-up {args.warmup}, "
-          f"{args.steps} interleaved rounds, attention dropout "
+          f"{args.steps} interleaved rounds of samples >= {args.min_sample} s, attention dropout "
           f"{'as the model' if args.attention_dropout else 'off'}; "
           f"torch {torch.__version__}, {platform.machine()}")
 
@@ -433,18 +463,19 @@ def main(argv=None) -> int:
         _free(device)
         print(f"#   {name}: built in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
-    train_times, train_peaks = _phase(built, "train", args, device)
+    train_times, train_reps, train_peaks = _phase(built, "train", args, device)
     print(f"#   training steps: {time.perf_counter() - t0:.0f} s", flush=True)
     for c in built:
         c.drop_optimizer()
     _free(device)
     t0 = time.perf_counter()
-    infer_times, infer_peaks = _phase(built, "infer", args, device)
+    infer_times, infer_reps, infer_peaks = _phase(built, "infer", args, device)
     print(f"#   inference steps: {time.perf_counter() - t0:.0f} s", flush=True)
     train, infer = summary(train_times), summary(infer_times, per_item=args.batch_size)
     for c in built:
         results[c.name] = {**c.info, "train": train[c.name], "infer": infer[c.name],
                            "train_peak_gib": train_peaks[c.name], "infer_peak_gib": infer_peaks[c.name],
+                           "train_steps_per_sample": train_reps[c.name], "infer_steps_per_sample": infer_reps[c.name],
                            "train_seconds": train_times[c.name], "infer_seconds": infer_times[c.name]}
     results = {name: results[name] for name in configs}
     print()
