@@ -254,10 +254,9 @@ def interleaved(configs: list[Config], phase: str, warmup: int, steps: int, devi
     ``warmup`` untimed steps each, then ``steps`` rounds of one timed SAMPLE each, the order
     rotating every round. A sample runs the step ``reps`` times back to back, ``reps``
     chosen from the last warm-up step so that a sample lasts at least ``min_sample`` seconds
-    (as ``timeit``'s autorange does): a 10 ms step timed alone is mostly noise (timer,
-    caches refilled after a neighbour's 1 s step), and the ratio of a 1 s step to it
-    wandered by 16 % from one run to the next. A configuration that runs out of GPU memory
-    is dropped and reported as ``"OOM"``."""
+    (as ``timeit``'s autorange does): a 10 ms step timed alone is mostly noise (the timer,
+    caches refilled after a neighbour's 1 s step). A configuration that runs out of GPU
+    memory is dropped and reported as ``"OOM"``."""
     times: dict[str, list | str] = {c.name: [] for c in configs}
     reps = {c.name: 1 for c in configs}
     dropped: set[str] = set()
@@ -397,7 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="items per batch, queries and labels each (default: 256 on CUDA; "
-                         "on CPU 32, 4 for smollm2)")
+                         "on CPU 16 for minilm, 4 for smollm2, 32 for the tiny models)")
     ap.add_argument("--steps", type=int, default=None,
                     help="timed rounds, one sample of every configuration each (default: by device and backbone)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps of every configuration first")
