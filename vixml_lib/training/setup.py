@@ -3,6 +3,7 @@ PRIME head, optimizer and schedule, cluster schedule (:func:`setup` -> :class:`S
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from .config import TrainConfig
 from .distributed import World, init_world
 from .optim import make_optimizer, param_groups
 from .prototypes import PrimeState, build_prime
+
+log = logging.getLogger(__name__)
 
 
 class StepModule(nn.Module):
@@ -93,6 +96,9 @@ def setup(config: TrainConfig) -> Setup:
     weights = data.inv_psp if config.positive_sampling == "propensity" else None
     step_module: nn.Module = StepModule(model, prime.head if prime else None)
     if world.distributed:
+        if config.cluster_encode_to_disk and world.main:  # encoder_of gathers the ranks' shards in RAM
+            log.warning("cluster_encode_to_disk is for one process: with %d ranks the clustering's embeddings "
+                        "are gathered in RAM (cluster_encode_dtype: float16 halves them)", world.size)
         # find_unused_parameters: a backbone may hold parameters the embedding never uses (BERT's pooler)
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
